@@ -1,0 +1,1 @@
+"""Config, runtime, pipeline, storage, alerts, ledger, API, dashboard and CLI."""

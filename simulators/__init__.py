@@ -1,0 +1,1 @@
+"""Physical device models, fraud and drift scenarios with ground truth, and servers for them."""
