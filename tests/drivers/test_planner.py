@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -97,6 +99,6 @@ def test_plans_cover_every_field_within_caps(
 @given(field_sets())
 def test_no_two_neighbouring_blocks_could_merge(fields: list[ModbusField]) -> None:
     blocks = plan_reads(fields, max_block_registers=125, max_gap_registers=8)
-    for a, b in zip(blocks, blocks[1:], strict=False):
+    for a, b in itertools.pairwise(blocks):
         if a.function == b.function:
             assert b.address - a.end > 8 or max(a.end, b.end) - a.address > 125
