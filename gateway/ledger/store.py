@@ -412,6 +412,11 @@ class Ledger:
                     f"entry {position} holds the record of entry {record.get('index')} "
                     "(entries removed or reordered)",
                 )
+            # The entry's own leaf first: a changed entry is named itself, and only an
+            # entry whose leaf hash was forged too is caught by its successor's prev_root.
+            leaf = merkle.leaf_hash(raw)
+            if stored_leaves.get(position) != leaf:
+                return bad(position, f"entry {position} does not match its stored leaf hash")
             if record.get("prev_root") != frontier.root().hex():
                 culprit = max(position - 1, 0)
                 return bad(
@@ -419,9 +424,6 @@ class Ledger:
                     f"entry {culprit} was altered: entry {position}'s prev_root does not match "
                     "the tree recomputed before it",
                 )
-            leaf = merkle.leaf_hash(raw)
-            if stored_leaves.get(position) != leaf:
-                return bad(position, f"entry {position} does not match its stored leaf hash")
             for level, pos, h in frontier.append(leaf):
                 computed_nodes[(level, pos)] = h
             if frontier.size in want_sizes:
