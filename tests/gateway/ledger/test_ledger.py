@@ -1,9 +1,8 @@
-"""The SQLite ledger: proofs, restarts, signed heads, and tampering (each detected, first bad named)."""
+"""The SQLite ledger: proofs, restarts, signed heads, tampering (detected, first bad named)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,22 +16,22 @@ from gateway.ledger import (
     canonical_json,
     leaf_hash,
     load_signing_key,
+    merkle,
     verify_consistency,
     verify_inclusion,
 )
-from gateway.ledger import merkle
 
 N = 12
 
 
 @pytest.fixture
-def ledger_path(tmp_path: Path) -> Iterator[Path]:
+def ledger_path(tmp_path: Path) -> Path:
     path = tmp_path / "ledger.sqlite"
     led = Ledger.open(path)
     for i in range(N):
         led.append({"type": "test", "n": i, "note": f"entry {i} é", "x": i / 3})
     led.close()
-    yield path
+    return path
 
 
 def raw_conn(path: Path) -> sqlite3.Connection:
@@ -225,7 +224,7 @@ def test_signed_heads_and_a_consistent_rewrite_caught_by_a_trusted_head(tmp_path
 
 
 def test_a_bad_signing_key_is_a_clear_error() -> None:
-    with pytest.raises(LedgerError, match="alerts.ledger_signing_key: not hexadecimal"):
+    with pytest.raises(LedgerError, match=r"alerts\.ledger_signing_key: not hexadecimal"):
         load_signing_key("zz")
     with pytest.raises(LedgerError, match="32 bytes"):
         load_signing_key("ab" * 16)
