@@ -293,6 +293,7 @@ class InfluxSettings(_Strict):
     timeout_s: float = Field(10.0, gt=0, le=300)
     gzip: bool = True
     verify_tls: bool = True
+    create_database: bool = Field(True, description="CREATE DATABASE at start (v1 API)")
 
     @field_validator("url")
     @classmethod
@@ -306,6 +307,9 @@ class StorageSettings(_Strict):
     backend: StorageBackend = StorageBackend.EMBEDDED
     data_dir: Path = Path("/var/lib/meterwatch")
     retention_days: int = Field(400, ge=1, le=36500)
+    raw_retention_days: int = Field(
+        90, ge=1, le=36500, description="embedded store: raw readings; roll-ups keep retention_days"
+    )
     outbox_max_mb: float = Field(512, gt=0, le=1_000_000)
     influxdb: InfluxSettings = InfluxSettings()
 
