@@ -1,0 +1,1 @@
+"""Bundled scenario files (package data)."""
