@@ -1,0 +1,146 @@
+"""What to connect to (links) and what to read there (devices). Plain data, no I/O.
+
+The gateway maps its config onto these; the drivers never see the config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from drivers.profiles import Profile, ProfileProtocol
+
+
+@dataclass(frozen=True, slots=True)
+class TcpLink:
+    """A Modbus TCP endpoint. Requests of all its devices are pipelined on one
+    connection (up to `max_in_flight` outstanding, matched by transaction id)."""
+
+    host: str
+    port: int = 502
+    _: KW_ONLY
+    timeout_s: float = 1.0
+    max_in_flight: int = 16
+
+    def describe(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class RtuOverTcpLink:
+    """RTU frames over a TCP stream (a serial gateway): one request at a time."""
+
+    host: str
+    port: int = 502
+    _: KW_ONLY
+    timeout_s: float = 1.0
+    inter_frame_delay_s: float = 0.00175
+
+    def describe(self) -> str:
+        return f"rtu+tcp://{self.host}:{self.port}"
+
+
+class Parity(StrEnum):
+    NONE = "N"
+    EVEN = "E"
+    ODD = "O"
+
+
+@dataclass(frozen=True, slots=True)
+class SerialLink:
+    """A half-duplex RS-485 line. `inter_frame_delay_s` None = t3.5 for the baud rate."""
+
+    port: str
+    _: KW_ONLY
+    baudrate: int = 9600
+    parity: Parity | str = Parity.NONE
+    stopbits: int = 1
+    bytesize: int = 8
+    timeout_s: float = 1.0
+    inter_frame_delay_s: float | None = None
+
+    def describe(self) -> str:
+        return f"serial://{self.port}@{self.baudrate}"
+
+
+class MqttProtocolVersion(StrEnum):
+    V5 = "5"
+    V311 = "3.1.1"
+
+
+@dataclass(frozen=True, slots=True)
+class MqttLink:
+    """An MQTT broker. A fixed `client_id` plus QoS >= 1 gives a persistent session:
+    messages published while the gateway is away are delivered on reconnect."""
+
+    host: str
+    port: int = 1883
+    _: KW_ONLY
+    protocol: MqttProtocolVersion | str = MqttProtocolVersion.V5
+    client_id: str | None = None
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: Path | str | None = None
+    keepalive_s: int = 30
+    qos: int = 1
+    session_expiry_s: int = 7 * 24 * 3600
+    backoff_cap_s: float = 30.0
+
+    def describe(self) -> str:
+        return f"mqtt{'s' if self.tls else ''}://{self.host}:{self.port}"
+
+    def __repr__(self) -> str:  # never show the password
+        return (
+            f"MqttLink(host={self.host!r}, port={self.port}, client_id={self.client_id!r}, "
+            f"username={self.username!r}, tls={self.tls})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PolledDevice:
+    """A Modbus device polled every `poll_interval_s`, aligned to the wall clock.
+
+    `timeout_s` None = the link's. Retries happen only after a timeout or
+    exception 06 (busy). After `down_after` consecutive failed polls the
+    device is probed with a capped (`backoff_cap_s`), jittered delay.
+    `first_seq` None = milliseconds since the epoch at start, so sequence
+    numbers keep increasing across gateway restarts.
+    """
+
+    id: str
+    profile: Profile
+    unit_id: int = 1
+    _: KW_ONLY
+    poll_interval_s: float = 10.0
+    timeout_s: float | None = None
+    retries: int = 1
+    max_block_registers: int = 125
+    max_gap_registers: int = 16
+    down_after: int = 3
+    backoff_cap_s: float = 60.0
+    first_seq: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.profile.protocol is not ProfileProtocol.MODBUS:
+            raise ValueError(f"{self.id}: profile {self.profile.name} is not a Modbus profile")
+        if self.poll_interval_s <= 0:
+            raise ValueError(f"{self.id}: poll_interval_s must be > 0")
+        if not 0 <= self.unit_id <= 255:
+            raise ValueError(f"{self.id}: unit_id must be 0..255")
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribedDevice:
+    """An MQTT device: `topic` fills ``{topic}`` in the profile's topic templates."""
+
+    id: str
+    profile: Profile
+    topic: str
+    _: KW_ONLY
+    first_seq: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.profile.protocol is not ProfileProtocol.MQTT:
+            raise ValueError(f"{self.id}: profile {self.profile.name} is not an MQTT profile")
