@@ -1,0 +1,674 @@
+"""The HTTP API and the dashboard: `create_app(...) -> FastAPI`.
+
+Routes live under ``/api/v1``; ``/health`` (no credential) and ``/metrics``
+(Prometheus text, admin key) are at the top; the dashboard's static files are
+served at ``/``. Every route but ``/health`` and the dashboard's static files
+requires an API key (see `gateway.api.auth`).
+
+Site scoping: every object (device, its readings, an alert, its evidence) has
+a site; a key that is not scoped to that site gets **404** exactly as if the
+object did not exist, so a key cannot probe for another site's devices or
+alerts. A role that may not use a route at all gets 403.
+
+Failure modes handled: unknown devices and alerts (404), bad query parameters
+(422 naming the parameter), bodies over ``api.max_body_bytes`` (413), page
+sizes over ``api.max_page_size`` (422), guessing keys (429), a status provider
+or store that raises (the route fails with 500 and is logged; ``/health``
+reports degraded with the reason instead of failing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from anomaly.finding import Severity
+from drivers.reading import now_ns
+from gateway.alerts import (
+    Alert,
+    AlertAction,
+    AlertError,
+    AlertNotFoundError,
+    AlertStatus,
+    AlertStore,
+    InvalidQueryError,
+    InvalidTransitionError,
+)
+from gateway.api.auth import (
+    INSPECTOR_READINGS_WINDOW_NS,
+    FailureLimiter,
+    KeyRing,
+    Permission,
+    Principal,
+)
+from gateway.api.deps import AuthState, need, principal
+from gateway.api.limits import BodyLimitMiddleware
+from gateway.api.metrics import ApiMetrics
+from gateway.api.models import (
+    ERRORS,
+    NOT_FOUND,
+    ActionIn,
+    AlertChangeOut,
+    AlertOut,
+    AlertPage,
+    DeviceDetail,
+    Health,
+    HealthOut,
+    LedgerVerifyOut,
+    Problem,
+    ReadingOut,
+    ReadingsOut,
+    TimelineEvent,
+    TimelineOut,
+    WhoAmI,
+)
+from gateway.api.status import DeviceState, DeviceStatus, StatusProvider
+from gateway.config import ID_PATTERN, Role, Settings
+from gateway.ledger import Ledger
+from gateway.storage.errors import QueryError
+from gateway.storage.query import Agg, QueryResult, ReadingStore
+
+log = logging.getLogger("gateway.api")
+
+API_PREFIX = "/api/v1"
+DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
+DAY_NS = 86_400 * 1_000_000_000
+MAX_READING_POINTS = 10_000
+TIMELINE_POINTS = 200
+MAX_OPEN_COUNTED = 1000
+SSE_PING_S = 15
+ACTIVE = (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED)
+
+DeviceId = Annotated[str, PathParam(pattern=ID_PATTERN, description="device id")]
+AlertId = Annotated[int, PathParam(ge=1, le=2**62, description="alert id")]
+FieldName = Annotated[str, Query(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+
+class _RequestMetrics:
+    """Counts requests by route template and status; times the response head."""
+
+    def __init__(self, app: ASGIApp, *, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_code = 500
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = int(message["status"])
+                route = _route_label(scope)
+                self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            self.metrics.requests.labels(
+                scope.get("method", ""), _route_label(scope), f"{status_code // 100}xx"
+            ).inc()
+
+
+def _route_label(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
+
+
+class Devices:
+    """Device lookups over the status provider, with the config for extra detail."""
+
+    def __init__(self, settings: Settings, status: StatusProvider) -> None:
+        self._settings = settings
+        self._status = status
+        self._config = {d.id: d for d in settings.devices}
+
+    def all(self) -> list[DeviceStatus]:
+        return self._status.devices()
+
+    def visible(self, who: Principal) -> list[DeviceStatus]:
+        return [d for d in self.all() if who.sees(d.site)]
+
+    def get(self, who: Principal, device_id: str) -> DeviceStatus:
+        """The device, or 404 if unknown or outside the key's sites."""
+        for dev in self.all():
+            if dev.id == device_id and who.sees(dev.site):
+                return dev
+        raise HTTPException(404, f"no device {device_id!r}")
+
+    def site_of(self, device_id: str) -> str | None:
+        for dev in self.all():
+            if dev.id == device_id:
+                return dev.site
+        cfg = self._config.get(device_id)
+        return self._settings.device_site(cfg) if cfg else None
+
+    def detail(self, dev: DeviceStatus) -> DeviceDetail:
+        cfg = self._config.get(dev.id)
+        extra: dict[str, Any] = {}
+        if cfg is not None:
+            extra = {
+                "poll_interval_s": cfg.poll_interval_s,
+                "accuracy_class": cfg.accuracy_class,
+                "mpe_pct": cfg.effective_mpe_pct,
+            }
+        return DeviceDetail(**dev.model_dump(), **extra)
+
+
+def _reading_out(reading: Any) -> ReadingOut:
+    return ReadingOut(
+        ts_ns=reading.ts_ns,
+        seq=reading.seq,
+        quality=str(reading.quality),
+        fields=dict(reading.fields),
+    )
+
+
+def create_app(
+    *,
+    settings: Settings,
+    alerts: AlertStore,
+    ledger: Ledger,
+    store: ReadingStore,
+    status: StatusProvider,
+    metrics_registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """The API and dashboard app over the gateway's parts.
+
+    `alerts` is the alert store (its change feed drives the event stream),
+    `ledger` the evidence ledger, `store` the readings store (queries only),
+    `status` the runtime's live device status. Metrics go to
+    `metrics_registry` (a fresh registry if None). The app owns none of these:
+    closing them is the caller's job.
+    """
+    api_settings = settings.api
+    registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
+    metrics = ApiMetrics(registry, status=status, count_alerts=lambda: _count_alerts(alerts))
+    devices = Devices(settings, status)
+
+    app = FastAPI(
+        title="meterwatch",
+        version="1",
+        summary="Edge gateway for legal metrology: devices, readings, alerts and evidence.",
+        description=(
+            "Every route but `/health` needs an API key, as `Authorization: Bearer <key>` "
+            "or `X-API-Key: <key>`. Objects of a site the key is not scoped to answer 404."
+        ),
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/v1/openapi.json",
+    )
+    app.state.auth = AuthState(
+        keys=KeyRing(api_settings.keys),
+        limiter=FailureLimiter(per_minute=api_settings.auth_failures_per_minute),
+        metrics=metrics,
+    )
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=api_settings.max_body_bytes)
+    app.add_middleware(_RequestMetrics, metrics=metrics)
+    app.add_middleware(_SecurityHeaders)
+
+    v1 = APIRouter(prefix=API_PREFIX, responses=ERRORS)
+
+    @app.get("/health", response_model=HealthOut, tags=["system"], summary="Liveness and health")
+    def health() -> HealthOut:
+        """Ok or degraded, with reasons. No credential; carries no ids and no secrets."""
+        reasons: list[str] = []
+        total = up = 0
+        try:
+            devs = devices.all()
+        except Exception:
+            log.exception("device status unavailable for /health")
+            reasons.append("device status unavailable")
+            devs = []
+        total = len(devs)
+        up = sum(1 for d in devs if d.state is DeviceState.UP)
+        if total and up < total:
+            reasons.append(f"{total - up} of {total} devices not up")
+        try:
+            _count_alerts(alerts)
+        except Exception:
+            log.exception("alert store unavailable for /health")
+            reasons.append("alert store unavailable")
+        return HealthOut(
+            status=Health.DEGRADED if reasons else Health.OK,
+            reasons=reasons,
+            devices_total=total,
+            devices_up=up,
+        )
+
+    @app.get(
+        "/metrics",
+        tags=["system"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={
+            **ERRORS,
+            200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+        },
+    )
+    def prometheus(_: Annotated[Principal, Depends(need(Permission.METRICS_READ))]) -> Response:
+        """Prometheus text exposition of the gateway's metrics (admin keys)."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @v1.get("/me", response_model=WhoAmI, tags=["system"], summary="The caller's key")
+    def whoami(who: Annotated[Principal, Depends(principal)]) -> WhoAmI:
+        """The name, role and sites of the presented key."""
+        return WhoAmI(name=who.name, role=who.role.value, sites=sorted(who.sites))
+
+    @v1.get("/devices", response_model=list[DeviceStatus], tags=["devices"], summary="List devices")
+    def list_devices(
+        who: Annotated[Principal, Depends(need(Permission.DEVICES_READ))],
+    ) -> list[DeviceStatus]:
+        """Every device of the key's sites with its live status and last quality."""
+        return devices.visible(who)
+
+    @v1.get(
+        "/devices/{device_id}",
+        response_model=DeviceDetail,
+        responses=NOT_FOUND,
+        tags=["devices"],
+        summary="One device",
+    )
+    async def device_detail(
+        device_id: DeviceId, who: Annotated[Principal, Depends(need(Permission.DEVICES_READ))]
+    ) -> DeviceDetail:
+        """A device's live status, config detail, latest reading and open alert count."""
+        dev = devices.get(who, device_id)
+        detail = devices.detail(dev)
+        latest = await store.latest(device_id)
+        open_page = await alerts.aquery(
+            device=device_id, status=ACTIVE, sites=sorted(who.sites), limit=MAX_OPEN_COUNTED
+        )
+        return detail.model_copy(
+            update={
+                "latest": _reading_out(latest) if latest is not None else None,
+                "open_alerts": len(open_page.items),
+                "open_alerts_truncated": open_page.next_cursor is not None,
+            }
+        )
+
+    @v1.get(
+        "/devices/{device_id}/readings",
+        response_model=ReadingsOut,
+        responses=NOT_FOUND,
+        tags=["devices"],
+        summary="A device's readings",
+    )
+    async def device_readings(
+        *,
+        device_id: DeviceId,
+        who: Annotated[Principal, Depends(need(Permission.READINGS_READ))],
+        start_ns: Annotated[
+            int | None, Query(ge=0, description="UTC ns; default end_ns minus 24 h")
+        ] = None,
+        end_ns: Annotated[int | None, Query(ge=1, description="UTC ns; default now")] = None,
+        fields: Annotated[
+            list[FieldName] | None, Query(description="canonical field names; default all")
+        ] = None,
+        every_s: Annotated[
+            float | None,
+            Query(gt=0, le=366 * 86400, description="downsample to this interval; raw if absent"),
+        ] = None,
+        agg: Annotated[Agg, Query(description="aggregate per interval")] = Agg.MEAN,
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_READING_POINTS, description="most rows to return")
+        ] = MAX_READING_POINTS,
+    ) -> ReadingsOut:
+        """Raw or downsampled values over ``[start_ns, end_ns)``, in time order.
+
+        Inspectors may read the last 7 days only (the live view); older
+        history is for enforcement and admin keys (403).
+        """
+        devices.get(who, device_id)
+        end = end_ns if end_ns is not None else now_ns()
+        start = start_ns if start_ns is not None else max(0, end - DAY_NS)
+        if start >= end:
+            raise HTTPException(422, "start_ns must be before end_ns")
+        if who.role is Role.INSPECTOR and start < now_ns() - INSPECTOR_READINGS_WINDOW_NS:
+            raise HTTPException(
+                403, "inspector keys may read the last 7 days of readings; ask enforcement"
+            )
+        try:
+            result = await store.query(
+                device_id,
+                fields=fields,
+                start_ns=start,
+                end_ns=end,
+                every_s=every_s,
+                agg=agg,
+                limit=limit,
+            )
+        except QueryError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return _readings_out(result, start_ns=start, end_ns=end, limit=limit)
+
+    @v1.get(
+        "/devices/{device_id}/timeline",
+        response_model=TimelineOut,
+        responses=NOT_FOUND,
+        tags=["devices"],
+        summary="A device's timeline",
+    )
+    async def device_timeline(
+        device_id: DeviceId,
+        who: Annotated[Principal, Depends(need(Permission.HISTORY_READ))],
+        start_ns: Annotated[
+            int | None, Query(ge=0, description="UTC ns; default end_ns minus 7 days")
+        ] = None,
+        end_ns: Annotated[int | None, Query(ge=1, description="UTC ns; default now")] = None,
+    ) -> TimelineOut:
+        """A window of a device's life: a downsampled overview of its readings (at
+        most 200 intervals), the alerts seen in it, and their events (findings
+        merged, actions with who and note), oldest first."""
+        devices.get(who, device_id)
+        end = end_ns if end_ns is not None else now_ns()
+        start = start_ns if start_ns is not None else max(0, end - 7 * DAY_NS)
+        if start >= end:
+            raise HTTPException(422, "start_ns must be before end_ns")
+        every_s = max(1.0, math.ceil((end - start) / TIMELINE_POINTS / 1e9))
+        try:
+            result = await store.query(device_id, start_ns=start, end_ns=end, every_s=every_s)
+        except QueryError as exc:
+            raise HTTPException(422, str(exc)) from None
+        page = await alerts.aquery(
+            device=device_id,
+            sites=sorted(who.sites),
+            since_ns=start,
+            until_ns=end,
+            limit=api_settings.max_page_size,
+        )
+        events: list[TimelineEvent] = []
+        for alert in page.items:
+            for entry in await alerts.ahistory(alert.id):
+                if start <= entry.ts_ns < end:
+                    events.append(
+                        TimelineEvent(
+                            ts_ns=entry.ts_ns,
+                            kind=entry.kind.value,
+                            alert_id=alert.id,
+                            detector=alert.detector,
+                            who=entry.who,
+                            note=entry.note,
+                            ledger_index=entry.ledger_index,
+                        )
+                    )
+        events.sort(key=lambda e: (e.ts_ns, e.ledger_index))
+        return TimelineOut(
+            device_id=device_id,
+            start_ns=start,
+            end_ns=end,
+            readings=_readings_out(result, start_ns=start, end_ns=end, limit=None),
+            alerts=[_alert_out(a) for a in page.items],
+            events=events,
+            alerts_truncated=page.next_cursor is not None,
+        )
+
+    # The stream is declared before /alerts/{alert_id} so "stream" is never taken for an id.
+    @v1.get(
+        "/alerts/stream",
+        tags=["alerts"],
+        summary="Live alert changes (server-sent events)",
+        response_class=EventSourceResponse,
+        responses={
+            200: {
+                "description": "an endless ``text/event-stream``: one ``alert`` event per "
+                "change (data: an AlertChange as JSON, id: its ledger index), and "
+                "keep-alive comments. The stream ends if the reader falls too far "
+                "behind; reconnect and re-read the list.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            }
+        },
+    )
+    async def alert_stream(
+        request: Request, who: Annotated[Principal, Depends(need(Permission.ALERTS_READ))]
+    ) -> EventSourceResponse:
+        """Every change of an alert of the key's sites, as it is committed."""
+        subscription = alerts.subscribe()
+
+        async def events() -> AsyncIterator[ServerSentEvent]:
+            metrics.sse_clients.inc()
+            try:
+                async with subscription as sub:
+                    yield ServerSentEvent(comment="stream open")
+                    async for change in sub:
+                        if not who.sees(change.alert.site):
+                            continue
+                        body = AlertChangeOut(
+                            kind=change.kind.value,
+                            ts_ns=change.ts_ns,
+                            who=change.who,
+                            note=change.note,
+                            ledger_index=change.ledger_index,
+                            alert=_alert_out(change.alert),
+                        )
+                        yield ServerSentEvent(
+                            data=body.model_dump_json(),
+                            event="alert",
+                            id=str(change.ledger_index),
+                        )
+            finally:
+                metrics.sse_clients.dec()
+
+        return EventSourceResponse(
+            events(),
+            ping=SSE_PING_S,
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    @v1.get("/alerts", response_model=AlertPage, tags=["alerts"], summary="List alerts")
+    async def list_alerts(
+        *,
+        who: Annotated[Principal, Depends(need(Permission.ALERTS_READ))],
+        status: Annotated[
+            list[AlertStatus] | None, Query(description="any of these statuses")
+        ] = None,
+        severity: Annotated[Severity | None, Query()] = None,
+        detector: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        site: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+        device: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+        since_ns: Annotated[
+            int | None, Query(ge=0, description="alerts last seen at or after (UTC ns)")
+        ] = None,
+        until_ns: Annotated[
+            int | None, Query(ge=0, description="alerts first seen at or before (UTC ns)")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=api_settings.max_page_size)] = min(
+            100, api_settings.max_page_size
+        ),
+        cursor: Annotated[
+            str | None, Query(max_length=200, description="next_cursor of the previous page")
+        ] = None,
+    ) -> AlertPage:
+        """Alerts of the key's sites matching every filter, newest first, one page."""
+        try:
+            page = await alerts.aquery(
+                status=status,
+                severity=severity,
+                detector=detector,
+                site=site,
+                sites=sorted(who.sites),
+                device=device,
+                since_ns=since_ns,
+                until_ns=until_ns,
+                limit=limit,
+                cursor=cursor,
+            )
+        except InvalidQueryError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return AlertPage(items=[_alert_out(a) for a in page.items], next_cursor=page.next_cursor)
+
+    async def visible_alert(who: Principal, alert_id: int) -> Alert:
+        try:
+            alert = await alerts.aget(alert_id)
+        except AlertNotFoundError:
+            raise HTTPException(404, f"no alert {alert_id}") from None
+        if not who.sees(alert.site):
+            raise HTTPException(404, f"no alert {alert_id}")
+        return alert
+
+    @v1.get(
+        "/alerts/{alert_id}",
+        response_model=AlertOut,
+        responses=NOT_FOUND,
+        tags=["alerts"],
+        summary="One alert",
+    )
+    async def get_alert(
+        alert_id: AlertId, who: Annotated[Principal, Depends(need(Permission.ALERTS_READ))]
+    ) -> AlertOut:
+        """The alert with its lifecycle history."""
+        return _alert_out(await visible_alert(who, alert_id))
+
+    @v1.post(
+        "/alerts/{alert_id}/{action}",
+        response_model=AlertOut,
+        responses={
+            **NOT_FOUND,
+            409: {"model": Problem, "description": "not allowed in the alert's status"},
+            413: {"model": Problem, "description": "body larger than api.max_body_bytes"},
+        },
+        tags=["alerts"],
+        summary="Act on an alert",
+    )
+    async def act_on_alert(
+        alert_id: AlertId,
+        action: AlertAction,
+        who: Annotated[Principal, Depends(need(Permission.ALERTS_ACT))],
+        body: ActionIn | None = None,
+    ) -> AlertOut:
+        """Acknowledge, resolve, dismiss, or add a note (which needs `note`).
+
+        The key's name is recorded as who did it, in the alert's history and
+        the evidence ledger.
+        """
+        await visible_alert(who, alert_id)
+        note = body.note if body is not None else ""
+        try:
+            alert = await alerts.aact(alert_id, action, who=who.name, note=note or None)
+        except AlertNotFoundError:
+            raise HTTPException(404, f"no alert {alert_id}") from None
+        except InvalidTransitionError as exc:
+            raise HTTPException(409, str(exc)) from None
+        except AlertError as exc:
+            raise HTTPException(422, str(exc)) from None
+        log.info(
+            "alert action",
+            extra={"alert_id": alert_id, "action": action.value, "who": who.name},
+        )
+        return _alert_out(alert)
+
+    @v1.get(
+        "/ledger/verify",
+        response_model=LedgerVerifyOut,
+        tags=["ledger"],
+        summary="Verify the evidence ledger",
+    )
+    async def verify_ledger(
+        _: Annotated[Principal, Depends(need(Permission.LEDGER_VERIFY))],
+    ) -> LedgerVerifyOut:
+        """Recompute the whole ledger from its entries; name the first bad entry.
+
+        The ledger spans every site; the answer carries only its size, root and
+        the first bad index, never entry contents.
+        """
+        report = await asyncio.to_thread(ledger.verify)
+        return LedgerVerifyOut(
+            ok=report.ok,
+            size=report.size,
+            root=report.root,
+            first_bad=report.first_bad,
+            problem=report.problem,
+            heads_checked=report.heads_checked,
+        )
+
+    app.include_router(v1)
+    _mount_dashboard(app)
+    return app
+
+
+def _mount_dashboard(app: FastAPI) -> None:
+    """Serve the dashboard: ``/`` is its page, ``/static/*`` its files."""
+    index = DASHBOARD_DIR / "index.html"
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=DASHBOARD_DIR), name="dashboard")
+
+
+def _count_alerts(alerts: AlertStore) -> dict[str, int]:
+    return {s.value: n for s, n in alerts.counts().items()}
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _readings_out(
+    result: QueryResult, *, start_ns: int, end_ns: int, limit: int | None
+) -> ReadingsOut:
+    return ReadingsOut(
+        device_id=result.device_id,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        every_s=result.every_s,
+        agg=result.agg.value if result.agg is not None else None,
+        ts_ns=list(result.ts_ns),
+        fields={k: [_finite(v) for v in col] for k, col in result.columns.items()},
+        seq=list(result.seq),
+        quality=list(result.quality),
+        truncated=limit is not None and len(result.ts_ns) >= limit,
+    )
+
+
+def _alert_out(alert: Alert) -> AlertOut:
+    return AlertOut.model_validate(alert.to_dict())
+
+
+class _SecurityHeaders:
+    """Strict headers on every response; the dashboard runs with a tight CSP."""
+
+    HEADERS = (
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+        (
+            b"content-security-policy",
+            b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            b"connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+        ),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
