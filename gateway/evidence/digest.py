@@ -1,0 +1,54 @@
+"""The readings digest and the CSV it can be recomputed from (pure functions).
+
+`readings_digest` hashes a canonical serialisation of readings (device, seq,
+ts_ns, quality, sorted fields; order-independent). The implementation is
+the one shipped inside every evidence bundle (`verify_bundle.py`), so the
+digest recorded in the ledger and the one an outsider recomputes from the
+bundle's CSV are computed by the same code. `readings_csv` writes floats in
+their shortest round-trip form, so parsing the CSV gives back the same
+numbers and the same digest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from drivers.reading import Reading
+from gateway.evidence.verify_bundle import CSV_FIXED, digest_records
+
+
+def readings_digest(readings: Sequence[Reading]) -> str:
+    """Hex SHA-256 of the canonical form of `readings` (see `verify_bundle.py`)."""
+    return digest_records((r.device_id, r.seq, r.ts_ns, str(r.quality), r.fields) for r in readings)
+
+
+def _iso(ts_ns: int) -> str:
+    seconds, ns = divmod(ts_ns, 1_000_000_000)
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns // 1_000_000:03d}Z"
+
+
+def readings_csv(readings: Sequence[Reading]) -> str:
+    """CSV of the readings, sorted like the digest: one column per field name (empty = absent).
+
+    ``time_utc`` is for people; the digest uses ``ts_ns``.
+    """
+    names = sorted({name for r in readings for name in r.fields})
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*CSV_FIXED, *names])
+    for r in sorted(readings, key=lambda r: (r.device_id, r.seq, r.ts_ns)):
+        writer.writerow(
+            [
+                r.device_id,
+                r.seq,
+                r.ts_ns,
+                _iso(r.ts_ns),
+                str(r.quality),
+                *(repr(float(r.fields[n])) if n in r.fields else "" for n in names),
+            ]
+        )
+    return out.getvalue()
