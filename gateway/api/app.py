@@ -36,7 +36,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from anomaly.finding import Severity
-from drivers.reading import now_ns
+from drivers.reading import DeviceKind, Reading, now_ns
 from gateway.alerts import (
     Alert,
     AlertAction,
@@ -77,6 +77,7 @@ from gateway.api.models import (
 )
 from gateway.api.status import DeviceState, DeviceStatus, StatusProvider
 from gateway.config import ID_PATTERN, Role, Settings
+from gateway.evidence import EvidenceError, build_bundle
 from gateway.ledger import Ledger
 from gateway.storage.errors import QueryError
 from gateway.storage.query import Agg, QueryResult, ReadingStore
@@ -160,6 +161,13 @@ class Devices:
                 return dev.site
         cfg = self._config.get(device_id)
         return self._settings.device_site(cfg) if cfg else None
+
+    def kind_of(self, device_id: str) -> DeviceKind | None:
+        for dev in self.all():
+            if dev.id == device_id:
+                return dev.kind
+        cfg = self._config.get(device_id)
+        return cfg.kind if cfg else None
 
     def detail(self, dev: DeviceStatus) -> DeviceDetail:
         cfg = self._config.get(dev.id)
@@ -576,6 +584,58 @@ def create_app(
         return _alert_out(alert)
 
     @v1.get(
+        "/alerts/{alert_id}/evidence",
+        tags=["alerts"],
+        summary="The alert's evidence bundle (zip)",
+        response_class=Response,
+        responses={
+            **NOT_FOUND,
+            200: {
+                "description": "a zip: the alert and its history, the cited readings as "
+                "CSV and PNG chart, ledger entries with inclusion proofs, a README and a "
+                "standalone verifier",
+                "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            500: {"model": Problem, "description": "the bundle cannot be built"},
+        },
+    )
+    async def evidence_bundle(
+        alert_id: AlertId, who: Annotated[Principal, Depends(need(Permission.EVIDENCE_READ))]
+    ) -> Response:
+        """Build the bundle from the alert, its full history, the raw readings of the
+        window its latest finding cites, and the ledger."""
+        alert = await visible_alert(who, alert_id)
+        history = await alerts.ahistory(alert_id)
+        readings: list[Reading] = []
+        for device_id in alert.devices:
+            kind = devices.kind_of(device_id)
+            if kind is None:
+                continue  # no longer configured: its readings cannot be typed
+            try:
+                result = await store.query(
+                    device_id,
+                    start_ns=alert.window_start_ns,
+                    end_ns=alert.window_end_ns + 1,  # the cited window includes its end
+                )
+            except QueryError as exc:
+                raise HTTPException(500, f"cannot read the cited readings: {exc}") from None
+            readings.extend(_readings_of(result, kind))
+        try:
+            data = await asyncio.to_thread(build_bundle, alert, history, readings, ledger)
+        except EvidenceError as exc:
+            log.error("evidence bundle failed", extra={"alert_id": alert_id, "error": str(exc)})
+            raise HTTPException(500, str(exc)) from None
+        log.info("evidence bundle served", extra={"alert_id": alert_id, "who": who.name})
+        return Response(
+            data,
+            media_type="application/zip",
+            headers={
+                "Content-Disposition": f'attachment; filename="meterwatch-alert-{alert_id}.zip"',
+                "Cache-Control": "no-store",
+            },
+        )
+
+    @v1.get(
         "/ledger/verify",
         response_model=LedgerVerifyOut,
         tags=["ledger"],
@@ -638,6 +698,19 @@ def _readings_out(
         quality=list(result.quality),
         truncated=limit is not None and len(result.ts_ns) >= limit,
     )
+
+
+def _readings_of(result: QueryResult, kind: DeviceKind) -> list[Reading]:
+    """Raw query columns back into readings (absent and non-finite values left out)."""
+    out: list[Reading] = []
+    for i, ts in enumerate(result.ts_ns):
+        values: dict[str, float] = {}
+        for name, column in result.columns.items():
+            value = column[i]
+            if value is not None and math.isfinite(value):
+                values[name] = value
+        out.append(Reading(result.device_id, kind, ts, result.seq[i], values, result.quality[i]))
+    return out
 
 
 def _alert_out(alert: Alert) -> AlertOut:

@@ -167,11 +167,10 @@ async def _readings(store: EmbeddedStore) -> None:
     await store.write(batch)
 
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    settings = make_settings(tmp_path)
-    alerts = AlertStore(tmp_path / "alerts.sqlite")
-    store = await EmbeddedStore.open(tmp_path / "readings.sqlite")
+async def build_world(tmp: Path, **settings_options: Any) -> World:
+    settings = make_settings(tmp, **settings_options)
+    alerts = AlertStore(tmp / "alerts.sqlite")
+    store = await EmbeddedStore.open(tmp / "readings.sqlite")
     await _readings(store)
     north = alerts.ingest(cheating_finding("n1"), site=NORTH, evidence_digest="a" * 64)
     south = alerts.ingest(cheating_finding("s1"), site=SOUTH, evidence_digest="b" * 64)
@@ -180,15 +179,38 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     app = create_app(
         settings=settings, alerts=alerts, ledger=alerts.ledger, store=store, status=status
     )
-    yield World(app, settings, alerts, store, status, north.alert, south.alert)
-    await store.close()
-    alerts.close()
+    return World(app, settings, alerts, store, status, north.alert, south.alert)
+
+
+async def close_world(world: World) -> None:
+    await world.store.close()
+    world.alerts.close()
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    """A fresh world per test (for tests that change alerts)."""
+    w = await build_world(tmp_path)
+    yield w
+    await close_world(w)
+
+
+@pytest.fixture(scope="module")
+async def shared_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    """One world per module, for tests that only read (or add notes)."""
+    w = await build_world(tmp_path_factory.mktemp("world"))
+    yield w
+    await close_world(w)
+
+
+def asgi_client(app: FastAPI, *, ip: str = "10.1.2.3") -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(ip, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://gw")
 
 
 @pytest.fixture
 async def client(world: World) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=world.app, client=("10.1.2.3", 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
+    async with asgi_client(world.app) as c:
         yield c
 
 
