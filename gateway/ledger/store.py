@@ -290,7 +290,7 @@ class Ledger:
             ).fetchone()
         if row is None:
             raise LedgerError(f"no ledger entry {index} (the ledger has {self.size} entries)")
-        raw = bytes(row[0])
+        raw = _as_bytes(row[0])
         return LedgerEntry(index, raw, merkle.leaf_hash(raw).hex())
 
     def entries(self, start: int = 0, stop: int | None = None) -> Iterator[LedgerEntry]:
@@ -307,7 +307,8 @@ class Ledger:
             if not rows:
                 return
             for idx, raw in rows:
-                yield LedgerEntry(idx, bytes(raw), merkle.leaf_hash(bytes(raw)).hex())
+                data = _as_bytes(raw)
+                yield LedgerEntry(idx, data, merkle.leaf_hash(data).hex())
             pos = rows[-1][0] + 1
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
@@ -391,7 +392,7 @@ class Ledger:
             return VerifyReport(False, frontier.size, frontier.root().hex(), index, problem)
 
         for position, (idx, raw_value) in enumerate(rows):
-            raw = bytes(raw_value)
+            raw = _as_bytes(raw_value)
             if idx != position:
                 return bad(
                     position,
@@ -484,7 +485,7 @@ class Ledger:
                         "run `meterwatch ledger verify`",
                         path=self.path,
                     )
-                nodes.append(bytes(row[0]))
+                nodes.append(_as_bytes(row[0]))
                 start += 1 << level
         self._frontier = merkle.Frontier.from_nodes(count, nodes)
 
@@ -498,9 +499,16 @@ class Ledger:
             ).fetchone()
             if row is None:
                 raise LedgerError(f"ledger node (level {level}, position {start >> level}) missing")
-            return bytes(row[0])
+            return _as_bytes(row[0])
         k = merkle.split_point(n)
         return merkle.node_hash(self._subtree(start, start + k), self._subtree(start + k, end))
+
+
+def _as_bytes(value: object) -> bytes:
+    """A stored entry as bytes; a tampered row may hold TEXT (SQL string functions return it)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode("utf-8")
 
 
 def _head_from_row(row: tuple[int, bytes, int, bytes | None, bytes | None]) -> TreeHead:
