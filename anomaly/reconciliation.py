@@ -1,0 +1,504 @@
+"""Reconciliation over balance groups: tank vs nozzles, feeder vs customers, bulk vs district.
+
+Every group has a reference (tank gauge, feeder meter, bulk meter) and
+members. Per period (one hour) the reference flow is what left through the
+reference: for a tank `stock_open + deliveries - stock_close`, for a
+feeder or bulk meter its net advance times `1 - technical_loss`. With
+member flows `x_j`, the unaccounted volume is
+
+    y = reference_flow - Σ x_j = Σ β_j x_j + λ · hours + noise
+
+fitted by weighted least squares with exponential forgetting at three time
+scales (1, 7 and 30 days). A member that registers `e_j` too much gives
+`β_j = -e_j / (1 + e_j)`; λ is a constant loss per hour (a tank leak, an
+unmetered load, a district leak).
+
+Findings:
+- `reconciliation.tank_nozzle_error` (and `feeder_member_error`,
+  `bulk_member_error`): a member's error `e_j` (%) with its 95 % CI, when it
+  exceeds the decision threshold (half of fraction × MPE) and is
+  significant at some scale (z ≥ 5, 4.5, 4 at 1, 7, 30 days). For feeders
+  and bulk groups the error is taken against the median of the members
+  (technical losses shift all of them alike).
+- `reconciliation.tank_leak`: λ as a leak rate in L/h, decided as in
+  statistical inventory reconciliation: fail when the estimate exceeds the
+  leak threshold (0.38 L/h, half of the 0.76 L/h minimum detectable leak)
+  and is significant; the result pass/fail/inconclusive (inconclusive =
+  the minimum detectable leak at 95 % is above 0.76 L/h) is in `report()`.
+- `reconciliation.feeder_loss` / `bulk_loss`: λ as an unmetered constant
+  flow, when it exceeds the decision threshold of the reference's flow.
+- `reconciliation.tank_balance` / `feeder_balance` / `bulk_balance`: the
+  daily unaccounted fraction `Σy / Σreference` through CUSUM/EWMA (a step
+  change: a chip switched on, a customer bypassing), with the members
+  ranked by how well the change of their β matches the step.
+
+Failure modes handled: periods where a device is missing or crossed a long
+gap are skipped; outlying periods (a delivery measured wrongly, a gauge
+glitch: residual over 8 robust σ once the fit is warm) are skipped and
+counted; members that never flow keep β = 0 (ridge) and are never flagged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from anomaly._common import DAY_NS, Latch
+from anomaly.batch import FloatArray
+from anomaly.drift import DriftTracker
+from anomaly.finding import Finding, Severity
+
+SCALES_PERIODS = (24.0, 168.0, 720.0)
+SCALE_NAMES = ("1 d", "7 d", "30 d")
+Z_MEMBER = (5.0, 4.5, 4.0)
+Z_LOSS = (5.0, 4.0, 3.0)
+LEAK_MDL_LPH = 0.76  # US EPA SIR: 0.2 gal/h
+LEAK_THRESHOLD_LPH = 0.38  # decision threshold: half the minimum detectable leak
+
+
+@dataclass(frozen=True, slots=True)
+class MemberEstimate:
+    device: str
+    error_pct: float
+    ci_low_pct: float
+    ci_high_pct: float
+    scale: str
+    periods: float
+
+
+@dataclass(frozen=True, slots=True)
+class GroupReport:
+    """A balance group's current estimates (for the API and reports)."""
+
+    group: str
+    type: str
+    periods_used: int
+    periods_skipped: int
+    members: tuple[MemberEstimate, ...]
+    loss_per_h: float  # λ: tank leak L/h, or unmetered flow per hour
+    loss_ci: tuple[float, float]
+    sir_result: str  # tank only: pass / fail / inconclusive ("" otherwise)
+    unaccounted_pct: float
+
+
+def flow(kind: str, delta: FloatArray) -> FloatArray:
+    """A member's or reference's flow over periods from snapshot deltas (rows × slots)."""
+    if kind == "gas":
+        return np.where(np.isfinite(delta[:, 1]), delta[:, 1], delta[:, 0])
+    if kind in ("electricity", "water"):
+        return delta[:, 0] - np.nan_to_num(delta[:, 1])
+    return delta[:, 0]
+
+
+class BalanceGroup:
+    """Streaming regression state of one balance group."""
+
+    def __init__(
+        self,
+        *,
+        gid: str,
+        type: str,
+        ref: int,
+        members: Sequence[int],
+        ref_kind: str,
+        member_kinds: Sequence[str],
+        ids: Sequence[str],
+        member_threshold: FloatArray,
+        ref_threshold: float,
+        technical_loss_pct: float = 0.0,
+    ) -> None:
+        self.gid, self.type = gid, type
+        self.ref, self.members = ref, np.asarray(members, dtype=np.intp)
+        self.ref_kind, self.member_kinds = ref_kind, tuple(member_kinds)
+        self.ids = ids
+        self.member_threshold = np.asarray(member_threshold, dtype=float)
+        self.ref_threshold = ref_threshold
+        self.tl = technical_loss_pct / 100.0
+        j = len(members)
+        p = j + 1
+        s = len(SCALES_PERIODS)
+        self.A = np.zeros((s, p, p))
+        self.b = np.zeros((s, p))
+        self.yy = np.zeros(s)
+        self.w = np.zeros(s)
+        self.w2 = np.zeros(s)
+        self.ref_sum = np.zeros(s)
+        self.n_used = np.zeros(1, dtype=np.int64)
+        self.n_skipped = np.zeros(1, dtype=np.int64)
+        self.res_scale = np.full(1, np.nan)
+        self.next_b = np.full(1, -1, dtype=np.int64)
+        self.day = np.zeros(3)  # running day sums: y, ref, periods
+        self.day_idx = np.full(1, -1, dtype=np.int64)
+        self.member_latch = Latch(j)
+        self.loss_latch = Latch(1)
+        self.tracker = DriftTracker(1, tau_periods=30.0, min_periods=3)
+        self.last_t = np.zeros(1, dtype=np.int64)
+        self.step_beta = np.zeros(p)  # long-scale β when the balance alarm started
+
+    @property
+    def devices(self) -> npt.NDArray[np.intp]:
+        return np.concatenate([[self.ref], self.members]).astype(np.intp)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {
+            k: getattr(self, k)
+            for k in (
+                "A",
+                "b",
+                "yy",
+                "w",
+                "w2",
+                "ref_sum",
+                "n_used",
+                "n_skipped",
+                "res_scale",
+                "next_b",
+                "day",
+                "day_idx",
+                "last_t",
+                "step_beta",
+            )
+        }
+        out.update(self.member_latch.arrays("member_latch"))
+        out.update(self.loss_latch.arrays("loss_latch"))
+        out.update({f"tracker.{k}": v for k, v in self.tracker.arrays().items()})
+        return out
+
+    # -- fitting ----------------------------------------------------------------------
+
+    def _solve(self, s: int) -> tuple[FloatArray, FloatArray, float]:
+        """(β with λ last, standard errors, residual σ per period) at scale `s`."""
+        a = self.A[s]
+        p = a.shape[0]
+        ridge = 1e-9 * (np.trace(a) / p + 1e-12) + 1e-12
+        reg = a + ridge * np.eye(p)
+        try:
+            inv = np.linalg.inv(reg)
+        except np.linalg.LinAlgError:
+            return np.zeros(p), np.full(p, np.inf), np.inf
+        beta = inv @ self.b[s]
+        w = self.w[s]
+        n_eff = w * w / self.w2[s] if self.w2[s] > 0 else 0.0
+        dof = max(n_eff - p, 1.0)
+        ssr = max(self.yy[s] - beta @ self.b[s], 0.0)
+        sigma2 = ssr / w * n_eff / dof if w > 0 else np.inf
+        # weights are forgetting factors (≤ 1); scale inv by w / n_eff for effective counts
+        se = np.sqrt(np.maximum(np.diag(inv) * sigma2 * (w / n_eff if n_eff > 0 else np.inf), 0.0))
+        return beta, se, float(np.sqrt(sigma2))
+
+    def add_period(self, x: FloatArray, ref_flow: float, hours: float, t_ns: int) -> None:
+        y = ref_flow * (1 - self.tl) - float(np.sum(x))
+        xv = np.append(x, hours)
+        warm = self.n_used[0] >= 48
+        if warm:
+            beta, _, _ = self._solve(2)
+            r = y - float(xv @ beta)
+            scale = self.res_scale[0]
+            if np.isfinite(scale) and abs(r) > 8 * 1.25 * scale:
+                self.n_skipped[0] += 1
+                return
+            self.res_scale[0] = scale + 0.02 * (abs(r) - scale) if np.isfinite(scale) else abs(r)
+        elif self.n_used[0] >= 12:
+            beta, _, _ = self._solve(2)
+            r = abs(y - float(xv @ beta))
+            sc = self.res_scale[0]
+            self.res_scale[0] = r if not np.isfinite(sc) else sc + 0.1 * (r - sc)
+        n = self.n_used[0]
+        del n
+        for s, tau in enumerate(SCALES_PERIODS):
+            f = 1.0 - 1.0 / tau  # the newest period weighs 1, older ones decay
+            self.A[s] = f * self.A[s] + np.outer(xv, xv)
+            self.b[s] = f * self.b[s] + xv * y
+            self.yy[s] = f * self.yy[s] + y * y
+            self.w[s] = f * self.w[s] + 1.0
+            self.w2[s] = f * f * self.w2[s] + 1.0
+            self.ref_sum[s] = f * self.ref_sum[s] + ref_flow
+        self.n_used[0] += 1
+        self.last_t[0] = t_ns
+        # daily aggregates for the balance tracker
+        day = t_ns // DAY_NS
+        if self.day_idx[0] >= 0 and day != self.day_idx[0]:
+            if self.day[2] >= 20 and self.day[1] > 0:
+                e = self.day[0] / self.day[1]
+                self.tracker.update(
+                    np.array([0]),
+                    np.array([self.day_idx[0] * DAY_NS + DAY_NS]),
+                    np.array([e]),
+                    np.array([1.0]),
+                    np.array([self.ref_threshold]),
+                )
+            self.day[:] = 0.0
+        self.day_idx[0] = day
+        self.day += (y, ref_flow, 1.0)
+
+    # -- decisions --------------------------------------------------------------------
+
+    def _member_errors(self) -> tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.intp]]:
+        """Per member: (error fraction, se, z) of the scale that fires first, and its index."""
+        j = len(self.members)
+        best_err = np.zeros(j)
+        best_se = np.full(j, np.inf)
+        best_z = np.zeros(j)
+        best_s = np.full(j, -1, dtype=np.intp)
+        for s in range(len(SCALES_PERIODS)):
+            if self.w[s] < max(3 * (j + 1), 12):
+                continue
+            beta, se, _ = self._solve(s)
+            b = beta[:j]
+            if self.type != "tank" and j >= 3:
+                b = b - np.median(b)
+            err = -b / (1 + b)
+            z = np.abs(b) / np.where(se[:j] > 0, se[:j], np.inf)
+            fires = (np.abs(err) > self.member_threshold / 2) & (z >= Z_MEMBER[s])
+            # prefer the longest firing scale (most precise); else keep the most precise one
+            better = fires | (best_s < 0)
+            best_err = np.where(better, err, best_err)
+            best_se = np.where(better, se[:j], best_se)
+            best_z = np.where(better, np.where(fires, z, 0.0), best_z)
+            best_s = np.where(fires, s, best_s)
+        return best_err, best_se, best_z, best_s
+
+    def _loss(self) -> tuple[float, float, int, bool]:
+        """(λ, se, scale, fires) for the constant-loss term."""
+        j = len(self.members)
+        best = (0.0, np.inf, -1, False)
+        for s in range(len(SCALES_PERIODS)):
+            if self.w[s] < max(3 * (j + 1), 24):
+                continue
+            beta, se, _ = self._solve(s)
+            lam, lse = float(beta[j]), float(se[j])
+            if self.type == "tank":
+                thr = LEAK_THRESHOLD_LPH
+            else:
+                mean_ref = self.ref_sum[s] / self.w[s]
+                thr = self.ref_threshold / 2 * abs(mean_ref)
+            fires = lam > thr and lam / lse >= Z_LOSS[s] if lse > 0 else False
+            if fires or (not best[3] and lse < best[1]):
+                best = (lam, lse, s, fires)
+        return best
+
+    def sir_result(self) -> tuple[str, float, float]:
+        """SIR decision on the 30-day scale: (pass/fail/inconclusive, leak L/h, its se)."""
+        s = len(SCALES_PERIODS) - 1
+        j = len(self.members)
+        if self.w[s] < 24:
+            return "inconclusive", float("nan"), float("inf")
+        beta, se, _ = self._solve(s)
+        lam, lse = float(beta[j]), float(se[j])
+        if lam > LEAK_THRESHOLD_LPH and lam / lse >= Z_LOSS[s]:
+            return "fail", lam, lse
+        mdl = LEAK_THRESHOLD_LPH + 1.645 * lse
+        return (
+            "pass" if mdl <= LEAK_MDL_LPH and lam <= LEAK_THRESHOLD_LPH else "inconclusive",
+            lam,
+            lse,
+        )
+
+    def findings(self, period_ns: int) -> list[Finding]:
+        out: list[Finding] = []
+        if not self.n_used[0]:
+            return out
+        t = int(self.last_t[0])
+        ids = self.ids
+        err, se, z, scale = self._member_errors()
+        fires = scale >= 0
+        calm = ~fires & (np.abs(err) < self.member_threshold / 4)
+        due = self.member_latch.update_devices(
+            np.arange(len(self.members)),
+            fires,
+            calm,
+            estimate=err,
+            material=self.member_threshold / 4,
+        )
+        name = {
+            "tank": "reconciliation.tank_nozzle_error",
+            "feeder": "reconciliation.feeder_member_error",
+            "bulk": "reconciliation.bulk_member_error",
+        }.get(self.type, f"reconciliation.{self.type}_member_error")
+        for k in np.flatnonzero(due):
+            dev = ids[int(self.members[k])]
+            s = int(scale[k])
+            lo, hi = err[k] - 1.96 * se[k], err[k] + 1.96 * se[k]
+            thr = self.member_threshold[k]
+            periods = min(self.n_used[0], SCALES_PERIODS[s])
+            rel = " relative to the other members" if self.type != "tank" else ""
+            word = "over" if err[k] > 0 else "under"
+            out.append(
+                Finding(
+                    detector=name,
+                    devices=(dev, ids[self.ref]),
+                    group=self.gid,
+                    score=float(abs(err[k]) * 100),
+                    threshold=float(thr / 2 * 100),
+                    window_start_ns=int(t - periods * period_ns),
+                    window_end_ns=t,
+                    estimate=float(err[k] * 100),
+                    ci_low=float(lo * 100),
+                    ci_high=float(hi * 100),
+                    unit="%",
+                    severity=Severity.CRITICAL if abs(err[k]) > thr else Severity.WARNING,
+                    explanation=f"{dev} {word}-registers by {err[k] * 100:+.3f} % (95 % CI "
+                    f"{lo * 100:+.3f} to {hi * 100:+.3f} %){rel} against {ids[self.ref]} over "
+                    f"{SCALE_NAMES[s]} ({periods:.0f} periods, z {z[k]:.1f}); decision threshold "
+                    f"{thr * 50:.3f} % = half of {thr * 100:.2f} %",
+                    details={
+                        "z": float(z[k]),
+                        "periods": float(periods),
+                        "scale_days": SCALES_PERIODS[s] / 24,
+                    },
+                )
+            )
+        out.extend(self._loss_findings(t, period_ns))
+        out.extend(self._balance_findings(t))
+        return out
+
+    def _loss_findings(self, t: int, period_ns: int) -> list[Finding]:
+        lam, lse, s, fires = self._loss()
+        calm = not fires and (
+            lam < (LEAK_THRESHOLD_LPH / 2 if self.type == "tank" else np.inf) or s < 0
+        )
+        due = self.loss_latch.update_devices(
+            np.array([0]),
+            np.array([fires]),
+            np.array([calm]),
+            estimate=np.array([lam]),
+            material=np.array([max(abs(lam) / 2, 1e-9)]),
+        )
+        if not due[0]:
+            return []
+        ref = self.ids[self.ref]
+        periods = min(self.n_used[0], SCALES_PERIODS[s])
+        lo, hi = lam - 1.96 * lse, lam + 1.96 * lse
+        if self.type == "tank":
+            result, _, _ = self.sir_result()
+            return [
+                Finding(
+                    detector="reconciliation.tank_leak",
+                    devices=(ref,),
+                    group=self.gid,
+                    score=lam,
+                    threshold=LEAK_THRESHOLD_LPH,
+                    window_start_ns=int(t - periods * period_ns),
+                    window_end_ns=t,
+                    estimate=lam,
+                    ci_low=lo,
+                    ci_high=hi,
+                    unit="L/h",
+                    severity=Severity.CRITICAL,
+                    explanation=f"{ref}: tank loses {lam:.2f} L/h (95 % CI {lo:.2f} to {hi:.2f}) "
+                    f"not accounted for by its nozzles over {SCALE_NAMES[s]}; SIR decision "
+                    f"threshold {LEAK_THRESHOLD_LPH} L/h (half of {LEAK_MDL_LPH} L/h); 30-day SIR "
+                    f"result: {result}",
+                    details={
+                        "z": lam / lse if lse > 0 else float("inf"),
+                        "periods": float(periods),
+                    },
+                )
+            ]
+        mean_ref = self.ref_sum[s] / self.w[s]
+        return [
+            Finding(
+                detector=f"reconciliation.{self.type}_loss",
+                devices=(ref,),
+                group=self.gid,
+                score=lam,
+                threshold=float(self.ref_threshold / 2 * abs(mean_ref)),
+                window_start_ns=int(t - periods * period_ns),
+                window_end_ns=t,
+                estimate=lam,
+                ci_low=lo,
+                ci_high=hi,
+                unit="per hour",
+                explanation=f"{ref}: {lam:.3g} per hour ({lam / mean_ref * 100:.1f} % of the "
+                f"reference flow) passes {ref} but no member meter, beyond technical losses, over "
+                f"{SCALE_NAMES[s]} (unmetered load, illegal connection or leak)",
+                details={"z": lam / lse if lse > 0 else float("inf"), "periods": float(periods)},
+            )
+        ]
+
+    def _balance_findings(self, t: int) -> list[Finding]:
+        idx = np.array([0], dtype=np.intp)
+        thr = np.array([self.ref_threshold])
+        was = bool(self.tracker.latch.active[0])
+        found = self.tracker.findings(
+            idx,
+            [self.gid],
+            thr,
+            detector=f"reconciliation.{self.type}_balance",
+            what="unaccounted fraction of the reference flow",
+            period_ns=DAY_NS,
+            devices=[(self.ids[self.ref],)],
+            group=self.gid,
+        )
+        if not found:
+            return []
+        # rank members: how far their short-scale β moved from the long-scale one
+        j = len(self.members)
+        beta_s, se_s, _ = self._solve(0)
+        beta_l, _, _ = self._solve(2)
+        if not was:
+            self.step_beta[:] = beta_l
+        move = beta_s[:j] - beta_l[:j]
+        zmove = np.abs(move) / np.where(se_s[:j] > 0, se_s[:j], np.inf)
+        order = np.argsort(-zmove)
+        ranked = [self.ids[int(self.members[k])] for k in order]
+        top = ", ".join(
+            f"{self.ids[int(self.members[k])]} ({-move[k] * 100:+.2f} %)" for k in order[:3]
+        )
+        f = found[0]
+        return [
+            Finding(
+                detector=f.detector,
+                devices=(self.ids[self.ref], *ranked),
+                group=self.gid,
+                score=f.score,
+                threshold=f.threshold,
+                window_start_ns=f.window_start_ns,
+                window_end_ns=f.window_end_ns,
+                severity=f.severity,
+                estimate=f.estimate,
+                ci_low=f.ci_low,
+                ci_high=f.ci_high,
+                unit=f.unit,
+                details=f.details,
+                explanation=f"{f.explanation}; likely culprits: {top}",
+            )
+        ]
+
+    def report(self) -> GroupReport:
+        err, se, _, scale = self._member_errors()
+        members = tuple(
+            MemberEstimate(
+                self.ids[int(m)],
+                float(err[k] * 100),
+                float((err[k] - 1.96 * se[k]) * 100),
+                float((err[k] + 1.96 * se[k]) * 100),
+                SCALE_NAMES[int(scale[k])] if scale[k] >= 0 else "",
+                float(min(self.n_used[0], 720)),
+            )
+            for k, m in enumerate(self.members)
+        )
+        lam, lse, _, _ = self._loss()
+        result = self.sir_result()[0] if self.type == "tank" else ""
+        s = 2
+        unacc = float(
+            np.nan
+            if self.ref_sum[s] == 0
+            else (self.b[s][-1] / max(self.A[s][-1, -1], 1e-12))
+            / max(self.ref_sum[s] / max(self.w[s], 1e-12), 1e-12)
+            * 100
+        )
+        return GroupReport(
+            self.gid,
+            self.type,
+            int(self.n_used[0]),
+            int(self.n_skipped[0]),
+            members,
+            lam,
+            (lam - 1.96 * lse, lam + 1.96 * lse),
+            result,
+            unacc,
+        )
