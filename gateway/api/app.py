@@ -17,8 +17,6 @@ or store that raises (the route fails with 500 and is logged; ``/health``
 reports degraded with the reason instead of failing).
 """
 
-from __future__ import annotations
-
 import asyncio
 import logging
 import math

@@ -2,8 +2,9 @@
 
 Failure modes handled: a declared ``Content-Length`` above the limit (413
 before the body is read), a malformed ``Content-Length`` (400), and a chunked
-or lying body that grows past the limit while it is read (413; the rest is
-not buffered). Streaming responses (SSE) pass through untouched.
+or lying body that grows past the limit while it is read (the app sees the
+body end there, and its answer is replaced by 413; the rest is not read).
+Streaming responses (SSE) pass through untouched.
 """
 
 from __future__ import annotations
@@ -11,10 +12,6 @@ from __future__ import annotations
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-
-class BodyTooLargeError(Exception):
-    """The request body grew past the limit while being read."""
 
 
 class BodyLimitMiddleware:
@@ -44,28 +41,32 @@ class BodyLimitMiddleware:
             return
 
         received = 0
-        started = False
+        too_large = False
+        replaced = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.request", "body": b"", "more_body": False}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise BodyTooLargeError
+                    # End the body here; whatever the app answers is replaced by 413.
+                    too_large = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
+        async def guarded_send(message: Message) -> None:
+            nonlocal replaced
+            if too_large:
+                if not replaced and message["type"] == "http.response.start":
+                    replaced = True
+                    await _reply(send, 413, f"request body exceeds {self.max_body_bytes} bytes")
+                return
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLargeError:
-            if not started:
-                await _reply(send, 413, f"request body exceeds {self.max_body_bytes} bytes")
+        await self.app(scope, limited_receive, guarded_send)
 
 
 async def _reply(send: Send, status: int, detail: str) -> None:
