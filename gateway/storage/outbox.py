@@ -155,6 +155,7 @@ class Outbox:
         self._dropped_bytes = 0
         self._dropped_quarantined = (0, 0)
         self._logged_invalid: set[str] = set()
+        self._drop_logged_at: float | None = None
         self._appended = asyncio.Event()
 
     @classmethod
@@ -261,11 +262,7 @@ class Outbox:
                 self._write_counters_sync(counts)
                 db.execute("COMMIT")
                 self._apply_counters(counts)
-                self._after_drop_sync(dropped_points, dropped_entries)
-                log.warning(
-                    "outbox full: dropped a new batch of readings",
-                    extra={"points": points, "outbox": str(self.path)},
-                )
+                self._after_drop_sync(dropped_points, dropped_entries, new_dropped=True)
                 return AppendResult(
                     None, 0, invalid, dropped_points + points, dropped_entries + 1, True
                 )
@@ -330,7 +327,7 @@ class Outbox:
         self._dropped_quarantined = (points_q, entries_q)
         return points, entries, freed
 
-    def _after_drop_sync(self, points: int, entries: int) -> None:
+    def _after_drop_sync(self, points: int, entries: int, *, new_dropped: bool = False) -> None:
         """Update the in-memory depth after `_make_room_sync` deleted rows."""
         q_points, q_entries = self._dropped_quarantined
         self._entries -= entries - q_entries
@@ -338,10 +335,16 @@ class Outbox:
         self._bytes -= self._dropped_bytes
         row = self._conn.execute("SELECT created_ns FROM entries ORDER BY id LIMIT 1").fetchone()
         self._oldest_ns = None if row is None else int(row[0])
-        if entries:
+        now = time.monotonic()
+        if (entries or new_dropped) and (self._drop_logged_at is None or now - self._drop_logged_at >= 60):
+            # Once when dropping starts, then at most once a minute while it goes on.
+            self._drop_logged_at = now
             log.warning(
-                "outbox full: dropped the oldest raw readings",
-                extra={"points": points, "entries": entries, "outbox": str(self.path)},
+                "outbox full: dropping the oldest raw readings (counted in metrics)",
+                extra={
+                    "dropped_points_total": self._counters["dropped_points"],
+                    "outbox": str(self.path),
+                },
             )
 
     def _write_counters_sync(self, counts: dict[str, int]) -> None:
