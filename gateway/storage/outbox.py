@@ -336,7 +336,8 @@ class Outbox:
         row = self._conn.execute("SELECT created_ns FROM entries ORDER BY id LIMIT 1").fetchone()
         self._oldest_ns = None if row is None else int(row[0])
         now = time.monotonic()
-        if (entries or new_dropped) and (self._drop_logged_at is None or now - self._drop_logged_at >= 60):
+        quiet = self._drop_logged_at is not None and now - self._drop_logged_at < 60
+        if (entries or new_dropped) and not quiet:
             # Once when dropping starts, then at most once a minute while it goes on.
             self._drop_logged_at = now
             log.warning(

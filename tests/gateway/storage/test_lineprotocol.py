@@ -4,6 +4,7 @@ through a real InfluxDB."""
 from __future__ import annotations
 
 import gzip
+import itertools
 import math
 import urllib.request
 
@@ -134,7 +135,7 @@ def _writable(s: str) -> bool:
         s != "time"
         and not s.startswith("#")
         and not s.endswith("\\")
-        and not any(a == "\\" and b in ", =" for a, b in zip(s, s[1:], strict=False))
+        and not any(a == "\\" and b in ", =" for a, b in itertools.pairwise(s))
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.gateway.storage.conftest import influxql
-from tests.gateway.storage.outage_writer import SITE, SEQS_PER_BATCH, last_seq
+from tests.gateway.storage.outage_writer import SEQS_PER_BATCH, SITE, last_seq
 from tests.services import InfluxService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
