@@ -1,0 +1,170 @@
+"""`AlertDelivery`: every alert change to every webhook and the MQTT alert topic, durably.
+
+Wire it to the store once: ``delivery.attach(store)`` registers `on_change`
+as a store listener, which runs right after each alert change commits and
+puts one message per target into the durable queue (``delivery.sqlite``);
+``await delivery.run()`` (a named task in the gateway's TaskGroup) sends
+them, one ordered worker per target. A crash between the alert commit and
+the queue insert (a few microseconds) could lose that change's messages;
+everything queued survives restarts and outages.
+
+The message body (webhooks and ``<topic>``) is the JSON of
+`AlertChange.to_dict()` plus ``event`` (``alert.created``, ``alert.updated``,
+``alert.acknowledged``, ...), ``id`` (``<site>-<ledger index>``, unique per
+change and the same on every retry: deduplicate on it) and ``site``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from anomaly.finding import Severity
+from drivers.reading import now_ns
+from gateway.alerts.model import SEVERITY_RANK, AlertChange
+from gateway.config import Settings
+from gateway.delivery.mqtt import TARGET as MQTT_TARGET
+from gateway.delivery.mqtt import MqttAlertPublisher, MqttTarget
+from gateway.delivery.queue import DeliveryQueue
+from gateway.delivery.webhook import WebhookSender, WebhookTarget
+from gateway.delivery.worker import Backoff, drain
+
+
+def change_body(change: AlertChange) -> tuple[str, str, bytes]:
+    """``(uid, event, body)`` of the message for one change."""
+    uid = f"{change.alert.site}-{change.ledger_index}"
+    event = f"alert.{change.kind.value}"
+    doc: dict[str, Any] = {"event": event, "id": uid, "site": change.alert.site}
+    doc.update(change.to_dict())
+    # Non-finite scores become null: the body must be strict JSON for any receiver.
+    body = json.dumps(_finite(doc), separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return uid, event, body
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+class AlertDelivery:
+    """Durable fan-out of alert changes to webhooks and an MQTT topic."""
+
+    def __init__(
+        self,
+        queue_path: str | Path,
+        *,
+        webhooks: Sequence[WebhookTarget] = (),
+        mqtt: MqttTarget | None = None,
+        backoff: Backoff | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.queue = DeliveryQueue(queue_path)
+        self.webhooks = tuple(webhooks)
+        names = [w.target for w in self.webhooks]
+        if len(set(names)) != len(names):
+            raise ValueError("alerts.webhooks: the same URL is configured twice")
+        self.mqtt = MqttAlertPublisher(mqtt, backoff=backoff) if mqtt else None
+        self.backoff = backoff or Backoff()
+        self._rng = random.Random(seed)  # noqa: S311 - jitter, not cryptography
+        self._wake: dict[str, asyncio.Event] = {t: asyncio.Event() for t in self.targets}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, path: str | Path | None = None) -> AlertDelivery:
+        """From `alerts.webhooks` and `alerts.mqtt_bus`; queue in ``<data_dir>/delivery.sqlite``."""
+        return cls(
+            path or settings.storage.data_dir / "delivery.sqlite",
+            webhooks=[WebhookTarget.from_settings(w) for w in settings.alerts.webhooks],
+            mqtt=MqttTarget.from_settings(settings),
+        )
+
+    @property
+    def targets(self) -> list[str]:
+        return [w.target for w in self.webhooks] + ([MQTT_TARGET] if self.mqtt else [])
+
+    def attach(self, store: Any) -> None:
+        """Register `on_change` as a listener of an `AlertStore`."""
+        store.add_listener(self.on_change)
+
+    def on_change(self, change: AlertChange) -> None:
+        """Queue the messages for one change (sync, any thread; one quick insert each)."""
+        uid, event, body = change_body(change)
+        now = now_ns()
+        woken: list[str] = []
+        rank = SEVERITY_RANK[change.alert.severity]
+        for hook in self.webhooks:
+            if rank >= SEVERITY_RANK[Severity(hook.min_severity)]:
+                self.queue.put(hook.target, uid=uid, event=event, payload=body, now_ns=now)
+                woken.append(hook.target)
+        if self.mqtt is not None:
+            topic = self.mqtt.target.topic.format(site=change.alert.site)
+            self.queue.put(MQTT_TARGET, uid=uid, event=event, payload=body, now_ns=now, topic=topic)
+            state = b"" if not change.alert.status.active else _state_body(change)
+            self.queue.put(
+                MQTT_TARGET,
+                uid=f"{uid}-state",
+                event="alert.state",
+                payload=state,
+                now_ns=now,
+                topic=f"{topic}/{change.alert.id}",
+                retain=True,
+            )
+            woken.append(MQTT_TARGET)
+        loop = self._loop
+        if loop is not None:
+            for target in woken:
+                with contextlib.suppress(RuntimeError):  # the loop has closed
+                    loop.call_soon_threadsafe(self._wake[target].set)
+
+    async def run(self) -> None:
+        """Send queued messages until cancelled: one named task per target."""
+        self._loop = asyncio.get_running_loop()
+        for event in self._wake.values():
+            event.set()  # look at the queue once at start: messages from before a restart
+        async with httpx.AsyncClient() as client, asyncio.TaskGroup() as tg:
+            for hook in self.webhooks:
+                sender = WebhookSender(hook, client)
+                tg.create_task(
+                    drain(
+                        hook.target,
+                        self.queue,
+                        sender.send,
+                        wake=self._wake[hook.target],
+                        backoff=self.backoff,
+                        rng=self._rng,
+                    ),
+                    name=f"alert-delivery-{hook.target}",
+                )
+            if self.mqtt is not None:
+                tg.create_task(
+                    self.mqtt.run(self.queue, wake=self._wake[MQTT_TARGET], rng=self._rng),
+                    name="alert-delivery-mqtt",
+                )
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Pending and dead messages per target (for /metrics and health)."""
+        out = {t: {"pending": 0, "dead": 0} for t in self.targets}
+        out.update(self.queue.stats())
+        return out
+
+    def close(self) -> None:
+        self._loop = None
+        self.queue.close()
+
+
+def _state_body(change: AlertChange) -> bytes:
+    doc = {"site": change.alert.site, **change.alert.to_dict()}
+    return json.dumps(_finite(doc), separators=(",", ":"), allow_nan=False).encode("utf-8")
