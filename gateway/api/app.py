@@ -10,8 +10,9 @@ a site; a key that is not scoped to that site gets **404** exactly as if the
 object did not exist, so a key cannot probe for another site's devices or
 alerts. A role that may not use a route at all gets 403.
 
-Failure modes handled: unknown devices and alerts (404), bad query parameters
-(422 naming the parameter), bodies over ``api.max_body_bytes`` (413), page
+Failure modes handled: unknown devices and alerts (404), malformed parameters
+or bodies (422 naming the parameter), well-formed but unusable ones such as a
+reversed time range or an unknown cursor (400), bodies over ``api.max_body_bytes`` (413), page
 sizes over ``api.max_page_size`` (422), guessing keys (429), a status provider
 or store that raises (the route fails with 500 and is logged; ``/health``
 reports degraded with the reason instead of failing).
@@ -56,6 +57,7 @@ from gateway.api.deps import AuthState, need, principal
 from gateway.api.limits import BodyLimitMiddleware
 from gateway.api.metrics import ApiMetrics
 from gateway.api.models import (
+    BAD_REQUEST,
     ERRORS,
     NOT_FOUND,
     ActionIn,
@@ -66,6 +68,7 @@ from gateway.api.models import (
     Health,
     HealthOut,
     LedgerVerifyOut,
+    NoteIn,
     Problem,
     ReadingOut,
     ReadingsOut,
@@ -90,6 +93,10 @@ TIMELINE_POINTS = 200
 MAX_OPEN_COUNTED = 1000
 SSE_PING_S = 15
 ACTIVE = (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED)
+WHO_DOC = (
+    "\n\nThe key's name is recorded as who did it, with the optional note, in the "
+    "alert's history and the evidence ledger."
+)
 
 DeviceId = Annotated[str, PathParam(pattern=ID_PATTERN, description="device id")]
 AlertId = Annotated[int, PathParam(ge=1, le=2**62, description="alert id")]
@@ -314,7 +321,7 @@ def create_app(
     @v1.get(
         "/devices/{device_id}/readings",
         response_model=ReadingsOut,
-        responses=NOT_FOUND,
+        responses={**NOT_FOUND, **BAD_REQUEST},
         tags=["devices"],
         summary="A device's readings",
     )
@@ -347,7 +354,7 @@ def create_app(
         end = end_ns if end_ns is not None else now_ns()
         start = start_ns if start_ns is not None else max(0, end - DAY_NS)
         if start >= end:
-            raise HTTPException(422, "start_ns must be before end_ns")
+            raise HTTPException(400, "start_ns must be before end_ns")
         if who.role is Role.INSPECTOR and start < now_ns() - INSPECTOR_READINGS_WINDOW_NS:
             raise HTTPException(
                 403, "inspector keys may read the last 7 days of readings; ask enforcement"
@@ -363,13 +370,13 @@ def create_app(
                 limit=limit,
             )
         except QueryError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise HTTPException(400, str(exc)) from None
         return _readings_out(result, start_ns=start, end_ns=end, limit=limit)
 
     @v1.get(
         "/devices/{device_id}/timeline",
         response_model=TimelineOut,
-        responses=NOT_FOUND,
+        responses={**NOT_FOUND, **BAD_REQUEST},
         tags=["devices"],
         summary="A device's timeline",
     )
@@ -388,12 +395,12 @@ def create_app(
         end = end_ns if end_ns is not None else now_ns()
         start = start_ns if start_ns is not None else max(0, end - 7 * DAY_NS)
         if start >= end:
-            raise HTTPException(422, "start_ns must be before end_ns")
+            raise HTTPException(400, "start_ns must be before end_ns")
         every_s = max(1.0, math.ceil((end - start) / TIMELINE_POINTS / 1e9))
         try:
             result = await store.query(device_id, start_ns=start, end_ns=end, every_s=every_s)
         except QueryError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise HTTPException(400, str(exc)) from None
         page = await alerts.aquery(
             device=device_id,
             sites=sorted(who.sites),
@@ -479,7 +486,13 @@ def create_app(
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    @v1.get("/alerts", response_model=AlertPage, tags=["alerts"], summary="List alerts")
+    @v1.get(
+        "/alerts",
+        response_model=AlertPage,
+        responses=BAD_REQUEST,
+        tags=["alerts"],
+        summary="List alerts",
+    )
     async def list_alerts(
         *,
         who: Annotated[Principal, Depends(need(Permission.ALERTS_READ))],
@@ -518,7 +531,7 @@ def create_app(
                 cursor=cursor,
             )
         except InvalidQueryError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise HTTPException(400, str(exc)) from None
         return AlertPage(items=[_alert_out(a) for a in page.items], next_cursor=page.next_cursor)
 
     async def visible_alert(who: Principal, alert_id: int) -> Alert:
@@ -543,30 +556,8 @@ def create_app(
         """The alert with its lifecycle history."""
         return _alert_out(await visible_alert(who, alert_id))
 
-    @v1.post(
-        "/alerts/{alert_id}/{action}",
-        response_model=AlertOut,
-        responses={
-            **NOT_FOUND,
-            409: {"model": Problem, "description": "not allowed in the alert's status"},
-            413: {"model": Problem, "description": "body larger than api.max_body_bytes"},
-        },
-        tags=["alerts"],
-        summary="Act on an alert",
-    )
-    async def act_on_alert(
-        alert_id: AlertId,
-        action: AlertAction,
-        who: Annotated[Principal, Depends(need(Permission.ALERTS_ACT))],
-        body: ActionIn | None = None,
-    ) -> AlertOut:
-        """Acknowledge, resolve, dismiss, or add a note (which needs `note`).
-
-        The key's name is recorded as who did it, in the alert's history and
-        the evidence ledger.
-        """
+    async def act(who: Principal, alert_id: int, action: AlertAction, note: str | None) -> AlertOut:
         await visible_alert(who, alert_id)
-        note = body.note if body is not None else ""
         try:
             alert = await alerts.aact(alert_id, action, who=who.name, note=note or None)
         except AlertNotFoundError:
@@ -574,12 +565,69 @@ def create_app(
         except InvalidTransitionError as exc:
             raise HTTPException(409, str(exc)) from None
         except AlertError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise HTTPException(400, str(exc)) from None
         log.info(
-            "alert action",
-            extra={"alert_id": alert_id, "action": action.value, "who": who.name},
+            "alert action", extra={"alert_id": alert_id, "action": action.value, "who": who.name}
         )
         return _alert_out(alert)
+
+    action_responses: dict[int | str, dict[str, Any]] = {
+        **NOT_FOUND,
+        **BAD_REQUEST,
+        409: {"model": Problem, "description": "not allowed in the alert's status"},
+        413: {"model": Problem, "description": "body larger than api.max_body_bytes"},
+    }
+
+    def action_route(action: AlertAction, summary: str, doc: str) -> None:
+        async def endpoint(
+            alert_id: AlertId,
+            who: Annotated[Principal, Depends(need(Permission.ALERTS_ACT))],
+            body: ActionIn | None = None,
+        ) -> AlertOut:
+            return await act(who, alert_id, action, body.note if body is not None else None)
+
+        endpoint.__doc__ = doc + WHO_DOC
+        v1.add_api_route(
+            f"/alerts/{{alert_id}}/{action.value}",
+            endpoint,
+            methods=["POST"],
+            response_model=AlertOut,
+            responses=action_responses,
+            tags=["alerts"],
+            summary=summary,
+            name=f"{action.value}_alert",
+        )
+
+    action_route(
+        AlertAction.ACKNOWLEDGE,
+        "Acknowledge an alert",
+        "Someone is looking into it (open -> acknowledged).",
+    )
+    action_route(
+        AlertAction.RESOLVE,
+        "Resolve an alert",
+        "The cause was dealt with (open or acknowledged -> resolved; final).",
+    )
+    action_route(
+        AlertAction.DISMISS,
+        "Dismiss an alert",
+        "A false alarm (open or acknowledged -> dismissed; final).",
+    )
+
+    @v1.post(
+        "/alerts/{alert_id}/note",
+        response_model=AlertOut,
+        responses=action_responses,
+        tags=["alerts"],
+        summary="Add a note to an alert",
+    )
+    async def note_alert(
+        alert_id: AlertId,
+        who: Annotated[Principal, Depends(need(Permission.ALERTS_ACT))],
+        body: NoteIn,
+    ) -> AlertOut:
+        """Add a note in any status (the status does not change)."""
+        return await act(who, alert_id, AlertAction.NOTE, body.note)
 
     @v1.get(
         "/alerts/{alert_id}/evidence",

@@ -24,6 +24,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "no such object within the key's sites"}
 }
+BAD_REQUEST: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": Problem,
+        "description": "well-formed but unusable (reversed time range, unknown cursor)",
+    }
+}
 
 
 class ReadingOut(BaseModel):
@@ -88,11 +94,19 @@ Note = Annotated[str, Field(max_length=2000)]
 
 
 class ActionIn(BaseModel):
-    """An alert action's body: an optional note (required for the `note` action)."""
+    """An alert action's body: an optional note."""
 
     model_config = ConfigDict(extra="forbid")
 
     note: Note = ""
+
+
+class NoteIn(BaseModel):
+    """A note: some text that is not only whitespace."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: Annotated[str, Field(min_length=1, max_length=2000, pattern=r"\S")]
 
 
 class HistoryOut(BaseModel):

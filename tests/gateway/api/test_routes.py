@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import sqlite3
 import zipfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -69,13 +70,19 @@ async def test_alert_filters_and_cursor_pagination(client: httpx.AsyncClient, wo
         {"limit": "0"},
         {"status": "closed"},
         {"severity": "loud"},
-        {"cursor": "not-a-cursor!"},
         {"device": "bad id with spaces"},
     ],
 )
-async def test_bad_alert_queries_are_422(client: httpx.AsyncClient, params: dict[str, str]) -> None:
+async def test_malformed_alert_queries_are_422(
+    client: httpx.AsyncClient, params: dict[str, str]
+) -> None:
     response = await client.get("/api/v1/alerts", params=params, headers=ADMIN)
     assert response.status_code == 422, response.text
+
+
+async def test_unknown_cursor_is_400(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/alerts", params={"cursor": "critical"}, headers=ADMIN)
+    assert response.status_code == 400 and "cursor" in response.json()["detail"]
 
 
 async def test_actions_follow_the_lifecycle_and_record_the_keys_name(
@@ -102,7 +109,7 @@ async def test_actions_follow_the_lifecycle_and_record_the_keys_name(
     missing = await client.post("/api/v1/alerts/424242/dismiss", headers=ADMIN)
     assert missing.status_code == 404
     bad_action = await client.post(f"{url}/explode", headers=ADMIN)
-    assert bad_action.status_code == 422
+    assert bad_action.status_code in (404, 405)
 
 
 async def test_body_size_limit_is_413(client: httpx.AsyncClient, world: World) -> None:
@@ -112,7 +119,7 @@ async def test_body_size_limit_is_413(client: httpx.AsyncClient, world: World) -
     assert response.status_code == 413
 
     # a chunked body without Content-Length is cut off as well
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for _ in range(10):
             yield b"x" * 1000
 
@@ -163,7 +170,7 @@ async def test_readings_history_window_by_role(client: httpx.AsyncClient) -> Non
         params={"start_ns": "2000", "end_ns": "1000"},
         headers=ADMIN,
     )
-    assert reversed_range.status_code == 422
+    assert reversed_range.status_code == 400
 
 
 async def test_timeline_has_readings_alerts_and_events(
