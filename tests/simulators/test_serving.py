@@ -97,7 +97,9 @@ async def collect(
     return got
 
 
-def polled(sim: Simulation, *, interval_s: float = 0.2, timeout_s: float = 1.0) -> list[PolledDevice]:
+def polled(
+    sim: Simulation, *, interval_s: float = 0.2, timeout_s: float = 1.0
+) -> list[PolledDevice]:
     out = []
     for d in sim.devices:
         if d.unit_id is None:
@@ -122,8 +124,11 @@ async def test_drivers_over_modbus_tcp_read_the_offline_values() -> None:
     async with serve("honest", seed=SEED, speed=0.0, start_ns=START_NS, at_ns=at_ns) as sim:
         devices = polled(sim)
         assert len(devices) == len(run.devices)
-        got = await collect(TcpLink("127.0.0.1", sim.modbus_port, timeout_s=2.0), devices,
-                            want={d.id for d in devices})
+        got = await collect(
+            TcpLink("127.0.0.1", sim.modbus_port, timeout_s=2.0),
+            devices,
+            want={d.id for d in devices},
+        )
         compared = sum(assert_matches(run, sim, r, at_ns) for r in got.values())
         assert compared > 100
         # some nozzle is mid-transaction: the partial values are served too
@@ -132,8 +137,146 @@ async def test_drivers_over_modbus_tcp_read_the_offline_values() -> None:
         # later: the clock moves, the served values follow
         at2 = at_ns + int(0.6 * DAY_S * NS_PER_S)
         sim.set_time(at2)
-        got2 = await collect(TcpLink("127.0.0.1", sim.modbus_port, timeout_s=2.0), devices,
-                             want={d.id for d in devices})
+        got2 = await collect(
+            TcpLink("127.0.0.1", sim.modbus_port, timeout_s=2.0),
+            devices,
+            want={d.id for d in devices},
+        )
         for r in got2.values():
             assert_matches(run, sim, r, at2)
         assert got2["tank-1"].fields["net_volume_l"] != got["tank-1"].fields["net_volume_l"]
+
+
+async def test_drivers_over_rtu_on_a_pty_read_the_offline_values(tmp_path: Path) -> None:
+    if shutil.which("socat") is None:
+        pytest.fail("socat is not installed (scripts/test installs it)")
+    run = generate("honest", seed=SEED, days=4, start_ns=START_NS)
+    at_ns = START_NS + int(AT_S * NS_PER_S)
+    link = str(tmp_path / "rtu")
+    async with serve(
+        "honest", seed=SEED, speed=0.0, start_ns=START_NS, at_ns=at_ns, rtu_link=link
+    ) as sim:
+        assert sim.rtu_port == link
+        subset = {"meter-1", "feeder-1", "nozzle-2", "tank-1", "water-1", "gas-1"}
+        devices = [d for d in polled(sim, interval_s=0.5) if d.id in subset]
+        got = await collect(SerialLink(link, baudrate=19200, timeout_s=1.0), devices, want=subset)
+        for r in got.values():
+            assert_matches(run, sim, r, at_ns)
+
+
+async def test_drivers_over_mqtt_read_the_offline_values(mosquitto: ServiceProcess) -> None:
+    run = generate("demo", seed=SEED, days=1, start_ns=START_NS)
+    at_ns = START_NS + int(0.4 * DAY_S * NS_PER_S)
+    async with serve(
+        "demo",
+        seed=SEED,
+        speed=0.0,
+        start_ns=START_NS,
+        at_ns=at_ns,
+        mqtt=(mosquitto.host, mosquitto.port),
+        mqtt_period_s=0.3,
+    ) as sim:
+        mqtt_devs = [d for d in sim.devices if d.topic is not None]
+        assert {d.profile for d in mqtt_devs} == {"tasmota_energy", "shelly_em"}
+        subs = [
+            SubscribedDevice(
+                d.id, load_profile(d.profile, kind=sim.scenario.device(d.id).kind), d.topic or ""
+            )
+            for d in mqtt_devs
+        ]
+        merged: dict[str, dict[str, float]] = {d.id: {} for d in mqtt_devs}
+        done = asyncio.Event()
+
+        def sink(r: Reading) -> None:
+            if r.ok:
+                merged[r.device_id].update(r.fields)
+            if all(set(merged[s.id]) >= set(s.profile.field_names) for s in subs):
+                done.set()
+
+        task = asyncio.create_task(
+            run_bus(MqttLink(mosquitto.host, mosquitto.port, client_id="sim-test"), subs, sink)
+        )
+        try:
+            await asyncio.wait_for(done.wait(), 15)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        for s in subs:
+            fields = merged[s.id]
+            reading = Reading(s.id, sim.scenario.device(s.id).kind, at_ns, 0, fields)
+            assert_matches(run, sim, reading, at_ns)
+        assert sim.mqtt_published >= 3
+
+
+async def test_a_device_in_comm_loss_does_not_answer() -> None:
+    # comm_loss: meter-1 silent from day 3 06:00 to day 4 18:00
+    at_ns = START_NS + int(3.5 * DAY_S * NS_PER_S)
+    async with serve("comm_loss", seed=SEED, speed=0.0, start_ns=START_NS, at_ns=at_ns) as sim:
+        devices = [d for d in polled(sim, timeout_s=0.3) if d.id in {"meter-1", "meter-2"}]
+        got = await collect(
+            TcpLink("127.0.0.1", sim.modbus_port, timeout_s=0.3),
+            devices,
+            want={"meter-1", "meter-2"},
+            accept="any",
+        )
+        assert got["meter-2"].ok
+        assert got["meter-1"].quality == "timeout"
+        sim.set_time(START_NS + int(5 * DAY_S * NS_PER_S))  # after the outage
+        again = await collect(
+            TcpLink("127.0.0.1", sim.modbus_port, timeout_s=0.3), devices, want={"meter-1"}
+        )
+        assert again["meter-1"].ok
+
+
+async def test_mbpoll_reads_a_simulated_sdm630() -> None:
+    mbpoll = shutil.which("mbpoll")
+    if mbpoll is None:
+        pytest.fail("mbpoll is not installed (scripts/test installs it)")
+    at_ns = START_NS + int(AT_S * NS_PER_S)
+    async with serve("honest", seed=SEED, speed=0.0, start_ns=START_NS, at_ns=at_ns) as sim:
+        unit = next(d.unit_id for d in sim.devices if d.id == "meter-1")
+        # -t 3:float input registers as float32, -B high word first (SDM630 is ABCD),
+        # -r 1 = register 0 (1-based references), 6 floats: V L1-L3, I L1-L3.
+        proc = await asyncio.create_subprocess_exec(
+            mbpoll,
+            "-m",
+            "tcp",
+            "-a",
+            str(unit),
+            "-t",
+            "3:float",
+            "-B",
+            "-r",
+            "1",
+            "-c",
+            "6",
+            "-1",
+            "-o",
+            "2",
+            "-p",
+            str(sim.modbus_port),
+            "127.0.0.1",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+        assert proc.returncode == 0, err.decode()
+        values = {}
+        for line in out.decode().splitlines():
+            if line.startswith("["):
+                ref, val = line.split(":", 1)
+                values[int(ref.strip("[]"))] = float(val)
+        expected = sim.sample("meter-1").fields
+        names = [
+            "voltage_l1_v",
+            "voltage_l2_v",
+            "voltage_l3_v",
+            "current_l1_a",
+            "current_l2_a",
+            "current_l3_a",
+        ]
+        assert sorted(values) == [1, 3, 5, 7, 9, 11]
+        for ref, name in zip(sorted(values), names, strict=True):
+            assert values[ref] == pytest.approx(expected[name], rel=1e-5), name
+        assert 200 < values[1] < 260
