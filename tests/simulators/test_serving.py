@@ -23,7 +23,6 @@ from drivers.codec import DataType
 from drivers.links import MqttLink, PolledDevice, SerialLink, SubscribedDevice, TcpLink
 from drivers.profiles import Profile, load_profile
 from drivers.reading import Reading
-from simulators.catalogue import get_scenario
 from simulators.offline import OfflineRun, generate
 from simulators.serve import Simulation, serve
 from simulators.spec import DAY_S, NS_PER_S
