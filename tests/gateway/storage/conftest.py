@@ -107,6 +107,7 @@ def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetri
             f"-storageDataPath={workdir / 'data'}",
             f"-httpListenAddr=127.0.0.1:{port}",
             "-search.latencyOffset=0s",
+            "-retentionPeriod=100y",
             "-loggerLevel=ERROR",
         ],
         port,
