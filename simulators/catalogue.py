@@ -450,3 +450,34 @@ _DEFAULT_CLASS = {
 def _default_class(kind: DeviceKind) -> str:
     # Same defaults as anomaly.mpe.DEFAULT_CLASS (simulators do not import anomaly).
     return _DEFAULT_CLASS[kind]
+
+
+_SERVE_KEYS = {"modbus_port", "speed", "seed", "mqtt", "rtu_link", "mqtt_period_s", "host"}
+
+
+def serve_options(scenario: str | Path) -> dict[str, Any]:
+    """The ``[serve]`` table of a scenario file (empty for catalogue scenarios).
+
+    Keys: modbus_port, speed, seed, mqtt ("host:port"), rtu_link, mqtt_period_s, host.
+    """
+    if isinstance(scenario, str) and scenario in _CATALOGUE:
+        return {}
+    path = Path(scenario)
+    if isinstance(scenario, str) and not path.suffix:
+        bundled = resources.files("simulators.scenarios").joinpath(f"{scenario}.toml")
+        if not bundled.is_file():
+            raise ScenarioError(f"unknown scenario {scenario!r}")
+        source, text = f"{scenario}.toml", bundled.read_text(encoding="utf-8")
+    else:
+        try:
+            source, text = str(path), path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        table = tomllib.loads(text).get("serve", {})
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{source}: TOML syntax error: {exc}") from None
+    if not isinstance(table, dict):
+        raise ScenarioError(f"{source}.serve: must be a table")
+    _unknown(f"{source}: serve", table, _SERVE_KEYS)
+    return dict(table)
