@@ -284,7 +284,12 @@ def create_app(
     @v1.get("/me", response_model=WhoAmI, tags=["system"], summary="The caller's key")
     def whoami(who: Annotated[Principal, Depends(principal)]) -> WhoAmI:
         """The name, role and sites of the presented key."""
-        return WhoAmI(name=who.name, role=who.role.value, sites=sorted(who.sites))
+        return WhoAmI(
+            name=who.name,
+            role=who.role.value,
+            sites=sorted(who.sites),
+            max_page_size=api_settings.max_page_size,
+        )
 
     @v1.get("/devices", response_model=list[DeviceStatus], tags=["devices"], summary="List devices")
     def list_devices(

@@ -194,6 +194,9 @@ class TimelineOut(BaseModel):
 
 
 class WhoAmI(BaseModel):
+    """The presented key: its name, role and sites, and the gateway's page size limit."""
+
     name: str
     role: str
     sites: list[str]
+    max_page_size: int

@@ -154,15 +154,29 @@ function handleFrame(frame) {
 
 // ---- alerts -----------------------------------------------------------------------
 
+async function pages(path, params, maxPages) {
+  // Follows next_cursor; page size is the gateway's api.max_page_size (from /me).
+  const items = [];
+  let cursor = null;
+  for (let i = 0; i < maxPages; i++) {
+    const q = new URLSearchParams(params);
+    q.set("limit", String(state.me.max_page_size));
+    if (cursor) q.set("cursor", cursor);
+    const page = await api(path + "?" + q.toString());
+    items.push(...page.items);
+    cursor = page.next_cursor;
+    if (!cursor) break;
+  }
+  return items;
+}
+
 async function loadAlerts() {
-  const params = new URLSearchParams();
-  for (const s of OPEN_STATES) params.append("status", s);
-  params.set("limit", "200");
-  const page = await api("/alerts?" + params.toString());
+  const params = OPEN_STATES.map((s) => ["status", s]);
+  const items = await pages("/alerts", params, 20);
   state.alerts.clear();
-  for (const a of page.items) state.alerts.set(a.id, a);
+  for (const a of items) state.alerts.set(a.id, a);
   renderAlerts();
-  if (state.route && state.route.device) renderDeviceAlerts(state.route.device);
+  if (state.route && state.route.device) refreshDeviceAlerts(state.route.device);
 }
 
 function upsertAlert(alert, fresh) {
@@ -276,15 +290,13 @@ async function showDevice(id) {
 
 async function refreshDeviceAlerts(id) {
   try {
-    const page = await api("/alerts?device=" + encodeURIComponent(id) + "&limit=100");
-    renderDeviceAlerts(id, page.items);
+    renderDeviceAlerts(id, await pages("/alerts", [["device", id]], 4));
   } catch (err) {
     $("device-alerts").replaceChildren(el("tr", {}, el("td", { class: "error" }, err.message)));
   }
 }
 
 function renderDeviceAlerts(id, items) {
-  if (!items) { refreshDeviceAlerts(id); return; }
   $("device-alerts").replaceChildren(...items.map((a) => alertRow(a, false)));
 }
 

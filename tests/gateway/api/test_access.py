@@ -119,7 +119,12 @@ async def test_other_sites_objects_are_404(
 async def test_x_api_key_header_works(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/v1/me", headers={"X-API-Key": key_of("inspector")})
     assert response.status_code == 200
-    assert response.json() == {"name": "inspector", "role": "inspector", "sites": ["north"]}
+    assert response.json() == {
+        "name": "inspector",
+        "role": "inspector",
+        "sites": ["north"],
+        "max_page_size": 50,
+    }
 
 
 @pytest.mark.parametrize("role", ["inspector", "enforcement"])

@@ -1,0 +1,111 @@
+"""The dashboard in real headless Chromium against real uvicorn: log in with a key,
+see a live alert arrive, open the device page with its chart, acknowledge the
+alert with a note, and find the action in the alert store under the key's name."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from gateway.alerts import AlertStatus
+from tests.gateway.api.conftest import NORTH, ServerThread, World, cheating_finding, key_of
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest_asyncio.fixture(loop_scope="function")  # Playwright is bound to the test's loop
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+async def _login(page: Page, server: ServerThread, key: str) -> None:
+    await page.goto(server.url + "/")
+    await page.fill("#key", key)
+    await page.click("#login-form button[type=submit]")
+
+
+async def test_inspector_sees_a_live_alert_and_acknowledges_it(
+    world: World, server: ServerThread, browser: Browser
+) -> None:
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    await _login(page, server, "mw_wrong-key-000000")
+    await expect(page.locator("#login-error")).to_have_text("That key was not accepted.")
+
+    await _login(page, server, key_of("inspector"))
+    await expect(page.locator("#who")).to_have_text("inspector (inspector)")
+    await expect(page.locator("#live")).to_have_text("live", timeout=10_000)
+    # Only the north site's alert is listed for this key.
+    rows = page.locator("#alerts-body tr")
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_have_attribute("data-alert", str(world.north_alert.id))
+
+    # A cheating nozzle is flagged while the page is open: the row appears by itself.
+    change = await asyncio.to_thread(
+        world.alerts.ingest,
+        cheating_finding("n1", detector="integrity.pulse_adder"),
+        site=NORTH,
+        evidence_digest="f" * 64,
+    )
+    assert change is not None
+    row = page.locator(f'#alerts-body tr[data-alert="{change.alert.id}"]')
+    await expect(row).to_be_visible(timeout=5_000)
+    await expect(row).to_contain_text("integrity.pulse_adder")
+    await expect(rows).to_have_count(2)
+
+    # Acknowledge it with a note.
+    await row.locator("button.ack").click()
+    await page.fill("#action-note", "Pulser seal broken; visit booked")
+    await page.click("#action-ok")
+    await expect(row).to_have_attribute("data-status", "acknowledged")
+
+    stored = world.alerts.get(change.alert.id)
+    assert stored.status is AlertStatus.ACKNOWLEDGED
+    last = stored.history[-1]
+    assert (last.who, last.note) == ("inspector", "Pulser seal broken; visit booked")
+
+    # The device page shows a chart of its fields and its alerts.
+    await page.click('#alerts-body a[href="#/devices/n1"] >> nth=0')
+    await expect(page.locator("#device-id")).to_have_text("n1")
+    await expect(page.locator("#chart svg path.line")).to_have_count(1)
+    await expect(page.locator("#device-alerts tr")).to_have_count(2)
+    options = await page.locator("#chart-field option").all_text_contents()
+    assert options == ["flow_rate_lpm", "totalizer_volume_l"]
+
+    # The key stays in this tab's session storage only, never in the URL.
+    assert key_of("inspector") not in page.url
+    stored_key = await page.evaluate("sessionStorage.getItem('meterwatch.key')")
+    assert stored_key == key_of("inspector")
+    assert errors == []
+
+
+async def test_enforcement_key_sees_alerts_without_action_buttons(
+    world: World, server: ServerThread, browser: Browser
+) -> None:
+    page = await browser.new_page()
+    await _login(page, server, key_of("enforcement"))
+    row = page.locator(f'#alerts-body tr[data-alert="{world.north_alert.id}"]')
+    await expect(row).to_be_visible()
+    await expect(row.locator("button")).to_have_count(0)
