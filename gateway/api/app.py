@@ -160,13 +160,6 @@ class Devices:
                 return dev
         raise HTTPException(404, f"no device {device_id!r}")
 
-    def site_of(self, device_id: str) -> str | None:
-        for dev in self.all():
-            if dev.id == device_id:
-                return dev.site
-        cfg = self._config.get(device_id)
-        return self._settings.device_site(cfg) if cfg else None
-
     def kind_of(self, device_id: str) -> DeviceKind | None:
         for dev in self.all():
             if dev.id == device_id:

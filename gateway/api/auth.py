@@ -21,7 +21,7 @@ import hmac
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -96,15 +96,6 @@ class Principal:
     def sees(self, site: str) -> bool:
         """True when objects of `site` are within this key's scope."""
         return self.all_sites or site in self.sites
-
-    def visible_sites(self, wanted: Iterable[str] | None = None) -> list[str] | None:
-        """Sites to filter a query by: None means no restriction."""
-        wanted_list = list(wanted) if wanted is not None else None
-        if self.all_sites:
-            return wanted_list
-        if wanted_list is None:
-            return sorted(self.sites)
-        return [s for s in wanted_list if s in self.sites]
 
 
 class KeyRing:
