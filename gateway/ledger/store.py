@@ -370,95 +370,23 @@ class Ledger:
         """Recompute the whole ledger from its entries; report the first bad entry.
 
         `trusted` is a tree head obtained elsewhere (for example from the
-        central office); its root must match the recomputed one.
+        central office); its root must match the recomputed one. Reads a
+        consistent snapshot through its own read-only connection (appends go
+        on meanwhile) and streams the entries: memory stays O(log n).
         """
-        with self._lock:
-            rows: Iterator[tuple[int, bytes]] = iter(
-                self._conn.execute("SELECT idx, entry FROM ledger_entries ORDER BY idx").fetchall()
-            )
-            stored_leaves = dict(
-                self._conn.execute("SELECT pos, hash FROM ledger_nodes WHERE level = 0")
-            )
-            stored_nodes = self._conn.execute(
-                "SELECT level, pos, hash FROM ledger_nodes WHERE level > 0 ORDER BY pos, level"
-            ).fetchall()
-            heads = self.heads()
-        frontier = merkle.Frontier()
-        roots: dict[int, bytes] = {}
-        want_sizes = {h.size for h in heads} | ({trusted.size} if trusted else set())
-        computed_nodes: dict[tuple[int, int], bytes] = {}
-
-        def bad(index: int, problem: str) -> VerifyReport:
-            return VerifyReport(False, frontier.size, frontier.root().hex(), index, problem)
-
-        for position, (idx, raw_value) in enumerate(rows):
-            raw = _as_bytes(raw_value)
-            if idx != position:
-                return bad(
-                    position,
-                    f"entry {position} is missing (the next stored entry is {idx})"
-                    if idx > position
-                    else f"entry {position} is stored out of order as {idx}",
-                )
+        if self.path and self.path != ":memory:":
+            uri = Path(self.path).resolve().as_uri() + "?mode=ro"
             try:
-                record = json.loads(raw.decode("utf-8"))
-                canonical = isinstance(record, dict) and canonical_json(record) == raw
-            except (ValueError, LedgerError):
-                canonical = False
-            if not canonical:
-                return bad(position, f"entry {position} is not canonical JSON (altered bytes)")
-            if record.get("index") != position:
-                return bad(
-                    position,
-                    f"entry {position} holds the record of entry {record.get('index')} "
-                    "(entries removed or reordered)",
-                )
-            # The entry's own leaf first: a changed entry is named itself, and only an
-            # entry whose leaf hash was forged too is caught by its successor's prev_root.
-            leaf = merkle.leaf_hash(raw)
-            if stored_leaves.get(position) != leaf:
-                return bad(position, f"entry {position} does not match its stored leaf hash")
-            if record.get("prev_root") != frontier.root().hex():
-                culprit = max(position - 1, 0)
-                return bad(
-                    culprit,
-                    f"entry {culprit} was altered: entry {position}'s prev_root does not match "
-                    "the tree recomputed before it",
-                )
-            for level, pos, h in frontier.append(leaf):
-                computed_nodes[(level, pos)] = h
-            if frontier.size in want_sizes:
-                roots[frontier.size] = frontier.root()
-        size, root = frontier.size, frontier.root()
-        if len(stored_leaves) != size:
-            extra = min(p for p in stored_leaves if p >= size) if stored_leaves else size
-            return bad(extra, f"a leaf hash is stored for entry {extra}, which does not exist")
-        for level, pos, h in stored_nodes:
-            if computed_nodes.get((level, pos)) != h:
-                first = pos << level
-                return bad(
-                    first,
-                    f"stored node (level {level}, position {pos}) over entries "
-                    f"{first}..{((pos + 1) << level) - 1} does not match them",
-                )
-        checked = 0
-        good_below = 0
-        for head in [*heads, *([trusted] if trusted else [])]:
-            label = "trusted tree head" if head is trusted else "recorded tree head"
-            if head.size > size:
-                return bad(size, f"{label} of size {head.size} covers entries that are missing")
-            if roots.get(head.size, merkle.EMPTY_ROOT).hex() != head.root:
-                return bad(
-                    good_below,
-                    f"{label} of size {head.size} does not match: an entry in "
-                    f"{good_below}..{head.size - 1} was altered",
-                )
-            if head.signature_ok() is False:
-                return bad(good_below, f"{label} of size {head.size} has a bad signature")
-            if head is not trusted:
-                good_below = max(good_below, head.size)
-            checked += 1
-        return VerifyReport(True, size, root.hex(), heads_checked=checked)
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0)
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot open for reading: {exc}", path=self.path) from None
+            try:
+                conn.execute("BEGIN")  # one WAL snapshot for every read below
+                return _verify(conn, trusted)
+            finally:
+                conn.close()
+        with self._lock:
+            return _verify(self._conn, trusted)
 
     # --- internals ----------------------------------------------------------------
 
@@ -502,6 +430,100 @@ class Ledger:
             return _as_bytes(row[0])
         k = merkle.split_point(n)
         return merkle.node_hash(self._subtree(start, start + k), self._subtree(start + k, end))
+
+
+def _verify(conn: sqlite3.Connection, trusted: TreeHead | None) -> VerifyReport:
+    heads = [
+        _head_from_row(r)
+        for r in conn.execute(
+            "SELECT size, root, ts_ns, signature, public_key FROM ledger_heads ORDER BY size"
+        )
+    ]
+    frontier = merkle.Frontier()
+    roots: dict[int, bytes] = {}
+    want_sizes = {h.size for h in heads} | ({trusted.size} if trusted else set())
+    computed_nodes = 0
+
+    def stored_node(level: int, pos: int) -> bytes | None:
+        row = conn.execute(
+            "SELECT hash FROM ledger_nodes WHERE level = ? AND pos = ?", (level, pos)
+        ).fetchone()
+        return None if row is None else _as_bytes(row[0])
+
+    def bad(index: int, problem: str) -> VerifyReport:
+        return VerifyReport(False, frontier.size, frontier.root().hex(), index, problem)
+
+    rows = conn.execute("SELECT idx, entry FROM ledger_entries ORDER BY idx")
+    for position, (idx, raw_value) in enumerate(rows):
+        raw = _as_bytes(raw_value)
+        if idx != position:
+            return bad(
+                position,
+                f"entry {position} is missing (the next stored entry is {idx})"
+                if idx > position
+                else f"entry {position} is stored out of order as {idx}",
+            )
+        try:
+            record = json.loads(raw.decode("utf-8"))
+            canonical = isinstance(record, dict) and canonical_json(record) == raw
+        except (ValueError, LedgerError):
+            canonical = False
+        if not canonical:
+            return bad(position, f"entry {position} is not canonical JSON (altered bytes)")
+        if record.get("index") != position:
+            return bad(
+                position,
+                f"entry {position} holds the record of entry {record.get('index')} "
+                "(entries removed or reordered)",
+            )
+        # The entry's own leaf first: a changed entry is named itself, and only an
+        # entry whose leaf hash was forged too is caught by its successor's prev_root.
+        leaf = merkle.leaf_hash(raw)
+        if stored_node(0, position) != leaf:
+            return bad(position, f"entry {position} does not match its stored leaf hash")
+        if record.get("prev_root") != frontier.root().hex():
+            culprit = max(position - 1, 0)
+            return bad(
+                culprit,
+                f"entry {culprit} was altered: entry {position}'s prev_root does not match "
+                "the tree recomputed before it",
+            )
+        for level, pos, h in frontier.append(leaf):
+            computed_nodes += 1
+            if stored_node(level, pos) != h:
+                first = pos << level
+                return bad(
+                    first,
+                    f"stored node (level {level}, position {pos}) over entries "
+                    f"{first}..{((pos + 1) << level) - 1} does not match them",
+                )
+        if frontier.size in want_sizes:
+            roots[frontier.size] = frontier.root()
+    size, root = frontier.size, frontier.root()
+    # Hashes stored for entries beyond the last one: the tail was dropped.
+    extra = conn.execute(
+        "SELECT 1 FROM ledger_nodes WHERE ((pos + 1) << level) > ? LIMIT 1", (size,)
+    ).fetchone()
+    if extra is not None:
+        return bad(size, f"hashes are stored for entry {size} and on, which do not exist")
+    checked = 0
+    good_below = 0
+    for head in [*heads, *([trusted] if trusted else [])]:
+        label = "trusted tree head" if head is trusted else "recorded tree head"
+        if head.size > size:
+            return bad(size, f"{label} of size {head.size} covers entries that are missing")
+        if roots.get(head.size, merkle.EMPTY_ROOT).hex() != head.root:
+            return bad(
+                good_below,
+                f"{label} of size {head.size} does not match: an entry in "
+                f"{good_below}..{head.size - 1} was altered",
+            )
+        if head.signature_ok() is False:
+            return bad(good_below, f"{label} of size {head.size} has a bad signature")
+        if head is not trusted:
+            good_below = max(good_below, head.size)
+        checked += 1
+    return VerifyReport(True, size, root.hex(), heads_checked=checked)
 
 
 def _as_bytes(value: object) -> bytes:
