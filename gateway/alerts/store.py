@@ -202,6 +202,7 @@ class AlertStore:
         clock: Callable[[], int] = now_ns,
     ) -> None:
         self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._conn = connect(self.path)
         with self._lock:

@@ -13,11 +13,25 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
 
 from drivers.reading import Reading
 from gateway.evidence.verify_bundle import CSV_FIXED, digest_records
+
+
+def cited_readings(
+    readings: Iterable[Reading], *, devices: Collection[str], start_ns: int, end_ns: int
+) -> list[Reading]:
+    """The readings a finding cites: its devices', ``start_ns <= ts_ns <= end_ns``, any quality.
+
+    Use the same selection when computing the digest at ingest
+    (``readings_digest(cited_readings(..., devices=finding.devices,
+    start_ns=finding.window_start_ns, end_ns=finding.window_end_ns))``) and
+    when building the bundle, or the bundle's digest check fails.
+    """
+    wanted = set(devices)
+    return [r for r in readings if r.device_id in wanted and start_ns <= r.ts_ns <= end_ns]
 
 
 def readings_digest(readings: Sequence[Reading]) -> str:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.reading import DeviceKind, Reading
-from gateway.evidence import readings_csv, readings_digest
+from gateway.evidence import cited_readings, readings_csv, readings_digest
 from gateway.evidence.verify_bundle import digest_records, records_from_csv
 
 floats = st.floats(allow_nan=True, allow_infinity=True, width=64)
@@ -59,3 +59,20 @@ def test_every_part_of_a_reading_counts() -> None:
         b'"quality":"ok","seq":7,"ts_ns":1000}\n'
     )
     assert readings_digest([base]) == hashlib.sha256(b"meterwatch-readings-v1\n" + line).hexdigest()
+
+
+def test_cited_readings_is_the_inclusive_window_of_the_devices() -> None:
+    rs = [
+        Reading(d, DeviceKind.WATER, t, t, {"volume_m3": 1.0})
+        for d in ("a", "b", "c")
+        for t in range(10)
+    ]
+    got = cited_readings(rs, devices=("a", "c"), start_ns=3, end_ns=5)
+    assert [(r.device_id, r.ts_ns) for r in got] == [
+        ("a", 3),
+        ("a", 4),
+        ("a", 5),
+        ("c", 3),
+        ("c", 4),
+        ("c", 5),
+    ]
