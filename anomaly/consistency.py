@@ -180,6 +180,14 @@ class Consistency:
         if with_vol:
             vol = frame.fields["transaction_volume_l"]
             one = has & (np.abs(d_cnt - 1) < 1e-9) & ~np.isnan(vol)
+            if "state" in frame.fields:
+                # the whole transaction lies between the two readings only if the nozzle
+                # was not dispensing at either of them
+                st = frame.fields["state"]
+                j = np.maximum(pi, 0)
+                mem = self.ctx.last.get("state", np.full(self.ctx.n, np.nan))
+                st_prev = np.where(pi >= 0, st[j], mem[frame.dev])
+                one &= (st != 1) & (st_prev != 1) & ~np.isnan(st_prev)
             diff = d_tot - vol
             tol = 0.02 + 0.001 * np.abs(vol)
             bad = np.flatnonzero(one & (np.abs(diff) > tol))

@@ -291,6 +291,14 @@ class Engine:
                 x = np.array(
                     [float(flow(k, delta[j + 1 : j + 2])[0]) for j, k in enumerate(g.member_kinds)]
                 )
+                if g.type == "tank":
+                    # nozzles measure at product temperature; the tank's net/gross ratio
+                    # converts their sales to the 15 degC volumes the stock is kept in
+                    ratios = np.array([v0[0, 0] / v0[0, 2], v1[0, 0] / v1[0, 2]])
+                    ratios = ratios[np.isfinite(ratios)]
+                    k_net = float(ratios.mean()) if len(ratios) else 1.0
+                    if 0.9 < k_net < 1.1:
+                        x = x * k_net
                 if np.isfinite(ref_flow) and np.isfinite(x).all():
                     g.add_period(x, float(ref_flow), hours, bb * self.period_ns)
             if hi >= lo:

@@ -360,11 +360,7 @@ class Integrity:
         volts = np.column_stack([f[u] for u, _ in have])
         amps = np.column_stack([np.abs(f[i]) for _, i in have])
         # nominal voltage: learned slowly from the highest phase, snapped to 120/230 V
-        vmax = (
-            np.nanmax(np.where(ok[:, None], volts, np.nan), axis=1, initial=np.nan)
-            if len(volts)
-            else np.empty(0)
-        )
+        vmax = np.max(np.where(ok[:, None] & ~np.isnan(volts), volts, -np.inf), axis=1)
         if frame.n:
             seg_v = np.fmax.reduceat(np.nan_to_num(vmax, nan=0.0), frame.first)
             seen = seg_v > 50

@@ -119,8 +119,8 @@ class Snapshots:
         cum_k = self.pcum[frame.dev, 0] + frame.seg_cumsum(kwh)
         cum_s = self.pcum[frame.dev, 1] + frame.seg_cumsum(secs)
         elec = self.ctx.kind[frame.dev] == KIND_CODE["electricity"]
-        vals[:, 2] = np.where(elec, cum_k, np.nan)
-        vals[:, 3] = np.where(elec, cum_s, np.nan)
+        vals[elec, 2] = cum_k[elec]
+        vals[elec, 3] = cum_s[elec]
         if frame.n:
             self.pcum[frame.seg_dev, 0] = cum_k[frame.last]
             self.pcum[frame.seg_dev, 1] = cum_s[frame.last]
