@@ -229,7 +229,13 @@ _CATALOGUE: dict[str, tuple[str, tuple[Condition, ...]]] = {
         (_c("water-1", L.STUCK_REGISTER, 3.0),),
     ),
     "gas_wrong_temperature": (
-        "gas-1's temperature sensor drifts to +10 degC over 30 days from day 2; Vb too low.",
+        "From day 2 gas-1 converts with a fixed 15 degC instead of the measured gas "
+        "temperature (which it still reports): its factor disagrees with its temperature.",
+        (_c("gas-1", L.GAS_WRONG_TEMPERATURE, 2.0, mode="substitute", value_c=15.0),),
+    ),
+    "gas_temperature_drift": (
+        "gas-1's temperature sensor drifts to +10 degC over 30 days from day 2; Vb too low "
+        "but consistent with the reported temperature.",
         (_c("gas-1", L.GAS_WRONG_TEMPERATURE, 2.0, magnitude=10.0, mode="drift", ramp_days=30.0),),
     ),
     "slow_drift": (

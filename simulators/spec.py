@@ -87,37 +87,54 @@ LABEL_KINDS: Mapping[Label, frozenset[DeviceKind]] = MappingProxyType(
     }
 )
 
-# Detector names the anomaly core is expected to raise for each label
-# (stable strings, `family.name`). Evaluation scores recall against these.
+# Detector names of `anomaly.engine` expected to catch each label (its stable
+# `family.name` strings). Evaluation scores recall against these; a label with
+# no entry is one no detector is known to catch yet.
 DETECTORS_EXPECTED: Mapping[Label, tuple[str, ...]] = MappingProxyType(
     {
         Label.OVER_REGISTRATION: ("reconciliation.tank_nozzle_error",),
-        Label.INTERMITTENT_OVER_REGISTRATION: (
-            "reconciliation.tank_nozzle_error",
-            "drift.cusum",
-        ),
+        Label.INTERMITTENT_OVER_REGISTRATION: ("reconciliation.tank_nozzle_error",),
         Label.CALIBRATION_CHANGE: (
             "integrity.parameter_change",
             "reconciliation.tank_nozzle_error",
         ),
         Label.TOTALIZER_ROLLBACK: ("integrity.counter_rollback",),
-        Label.TRANSACTION_MISMATCH: ("integrity.transaction_totalizer",),
+        Label.TRANSACTION_MISMATCH: ("consistency.totalizer_transaction",),
         Label.TANK_LEAK: ("reconciliation.tank_leak",),
-        Label.CT_BYPASS: ("electricity.current_imbalance", "reconciliation.feeder_balance"),
-        Label.REVERSE_ENERGY: ("electricity.reverse_energy",),
-        Label.VOLTAGE_LOSS: ("electricity.voltage_loss",),
-        Label.REGISTER_SLOWED: ("electricity.register_vs_power",),
+        Label.CT_BYPASS: ("integrity.neutral_mismatch", "reconciliation.feeder_member_error"),
+        Label.REVERSE_ENERGY: ("integrity.reverse_energy",),
+        Label.VOLTAGE_LOSS: ("integrity.voltage_loss",),
+        Label.REGISTER_SLOWED: ("drift.register_vs_power",),
         Label.MAGNET_EVENT: ("integrity.tamper_event",),
         Label.COVER_EVENT: ("integrity.tamper_event",),
-        Label.REVERSE_FLOW: ("water.reverse_flow",),
-        Label.MAGNET_CONSUMPTION_DROP: ("reconciliation.bulk_balance", "water.consumption_drop"),
-        Label.STUCK_REGISTER: ("integrity.stuck_register",),
-        Label.GAS_WRONG_TEMPERATURE: ("gas.conversion",),
-        Label.SLOW_DRIFT: ("drift.cusum", "drift.ewma"),
-        Label.COMM_LOSS: ("integrity.comm_loss",),
-        Label.CLOCK_SKEW: ("integrity.clock_skew",),
+        Label.REVERSE_FLOW: ("integrity.reverse_flow",),
+        Label.MAGNET_CONSUMPTION_DROP: ("behaviour.drop", "reconciliation.bulk_member_error"),
+        Label.STUCK_REGISTER: ("behaviour.zeroing", "reconciliation.bulk_member_error"),
+        Label.GAS_WRONG_TEMPERATURE: ("consistency.gas_conversion",),
+        Label.SLOW_DRIFT: ("reconciliation.feeder_member_error",),
+        Label.COMM_LOSS: ("data_quality.gap",),
+        Label.CLOCK_SKEW: ("data_quality.clock_skew",),
     }
 )
+
+
+def expected_detectors(cond: Condition, kind: DeviceKind) -> tuple[str, ...]:
+    """The detectors expected to catch `cond` on a device of `kind` (mode-aware)."""
+    label = cond.label
+    if label is Label.TRANSACTION_MISMATCH and cond.text("mode", "") == "unrecorded":
+        return ("consistency.unrecorded_dispensing",)
+    if label is Label.GAS_WRONG_TEMPERATURE and cond.text("mode", "substitute") != "substitute":
+        # A drifting or stuck sensor keeps the factor consistent with what it reports.
+        return ("data_quality.frozen_value",) if cond.text("mode", "") == "stuck" else ()
+    if label is Label.STUCK_REGISTER and kind is DeviceKind.ELECTRICITY:
+        return ("consistency.register_vs_power",)
+    if label is Label.SLOW_DRIFT:
+        return {
+            DeviceKind.ELECTRICITY: ("reconciliation.feeder_member_error",),
+            DeviceKind.WATER: ("reconciliation.bulk_member_error",),
+            DeviceKind.DISPENSER_NOZZLE: ("reconciliation.tank_nozzle_error",),
+        }.get(kind, ())
+    return DETECTORS_EXPECTED[label]
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +293,7 @@ class Scenario:
     def truth(self) -> list[GroundTruth]:
         """One ground-truth record per injected condition."""
         out = []
+        kinds = {d.id: d.kind for d in self.devices}
         for c in self.conditions:
             out.append(
                 GroundTruth(
@@ -284,7 +302,7 @@ class Scenario:
                     start_ns=self.start_ns + round(c.start_s * NS_PER_S),
                     end_ns=None if c.end_s is None else self.start_ns + round(c.end_s * NS_PER_S),
                     magnitude=c.magnitude,
-                    detectors_expected=DETECTORS_EXPECTED[c.label],
+                    detectors_expected=expected_detectors(c, kinds[c.device]),
                 )
             )
         return out

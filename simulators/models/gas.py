@@ -4,10 +4,14 @@ Consumption follows heating demand (colder hours draw more) on top of a
 cooking/hot-water daily profile. The corrector measures gas temperature and
 absolute pressure and converts: ``C = (p/pb)·(Tb/T)·(Zb/Z)`` with base
 conditions pb = 1.01325 bar, Tb = 273.15 K, and ``Zb/Z ≈ 1 + 0.0021·(p − pb)``
-(natural gas at distribution pressures); ``ΔVb = C·ΔVm``. The converted
-register uses the corrector's *measured* temperature, so a faulty sensor
-silently biases Vb while the reported factor stays consistent with the
-reported temperature.
+(natural gas at distribution pressures); ``ΔVb = C·ΔVm``.
+
+`gas_wrong_temperature` modes: ``substitute`` (default) converts with a
+fixed temperature (`value_c`, 15 degC) while reporting the measured one, so
+the reported factor disagrees with the reported temperature; ``drift``,
+``offset`` and ``stuck`` are sensor faults: the corrector converts with what
+its sensor says, so the factor stays consistent and only the temperature's
+plausibility (weather, variance) gives it away.
 
 Parameters: `mean_m3_day` (8), `pressure_bar` (2.0 absolute),
 `volume_start_m3` (random).
@@ -84,10 +88,14 @@ class GasModel:
         )
 
         t_meas = gas_t.copy()
+        t_conv: F64 | None = None  # the temperature the conversion uses, if not t_meas
         for c in of(conds, Label.GAS_WRONG_TEMPERATURE):
-            mode = c.text("mode", "drift")
+            mode = c.text("mode", "substitute")
             w = window(c, t)
-            if mode == "stuck":
+            if mode == "substitute":
+                # converts with a fixed temperature while reporting the measured one
+                t_conv = np.where(w, c.param("value_c", 15.0), gas_t)
+            elif mode == "stuck":
                 if self.stuck_temp is None and w.any():
                     self.stuck_temp = float(gas_t[np.argmax(w)])
                 if self.stuck_temp is not None:
@@ -96,7 +104,7 @@ class GasModel:
                 t_meas = np.where(w, gas_t + (c.magnitude or 5.0), t_meas)
             else:  # drift to `magnitude` degC over ramp_days
                 t_meas = t_meas + (c.magnitude or 10.0) * ramp(c, t, default_days=30.0)
-        c_meas = conversion_factor(p, t_meas)
+        c_meas = conversion_factor(p, t_meas if t_conv is None else t_conv)
         gain = 1.0 + spec.true_error + drift_error(conds, t)
         dvm = flow * gain * ctx.step_s / 3600.0
         for c in of(conds, Label.STUCK_REGISTER):

@@ -276,8 +276,8 @@ def test_stuck_register() -> None:
     assert bulk_residual(r, 3, DAYS - 0.01) > bulk_residual(h, 3, DAYS - 0.01) + 1.0
 
 
-def test_gas_wrong_temperature() -> None:
-    r, h = run("gas_wrong_temperature"), run("honest")
+def test_gas_temperature_drift() -> None:
+    r, h = run("gas_temperature_drift"), run("honest")
     f, g = r.devices["gas-1"].fields, h.devices["gas-1"].fields
     err = f["temperature_c"] - g["temperature_c"]
     w = window(r, "gas-1", 0, 2)
@@ -294,6 +294,24 @@ def test_gas_wrong_temperature() -> None:
     p, t = f["pressure_bar"], f["temperature_c"]
     recomputed = (p / 1.01325) * (273.15 / (t + 273.15)) * (1 + 0.0021 * (p - 1.01325))
     assert np.allclose(recomputed, f["conversion_factor"])
+
+
+def test_gas_conversion_with_a_wrong_temperature() -> None:
+    r, h = run("gas_wrong_temperature"), run("honest")
+    f = r.devices["gas-1"].fields
+    np.testing.assert_array_equal(f["temperature_c"], h.devices["gas-1"].fields["temperature_c"])
+    p, t = f["pressure_bar"], f["temperature_c"]
+    recomputed = (p / 1.01325) * (273.15 / (t + 273.15)) * (1 + 0.0021 * (p - 1.01325))
+    rel = f["conversion_factor"] / recomputed - 1
+    before, after = window(r, "gas-1", 0, 2), window(r, "gas-1", 2, DAYS)
+    assert np.allclose(rel[before], 0, atol=1e-9)
+    expected = (t[after] + 273.15) / (15.0 + 273.15) - 1  # converts with 15 degC
+    assert np.allclose(rel[after], expected, atol=1e-9)
+    assert np.median(rel[after]) < -0.02  # a cold March: mostly well beyond 1 %
+    assert (rel[after] < -0.01).mean() > 0.9
+    assert inc(r, "gas-1", "volume_converted_m3", 2, 7.99) < 0.98 * inc(
+        h, "gas-1", "volume_converted_m3", 2, 7.99
+    )
 
 
 def test_slow_drift_grows_to_twice_the_mpe() -> None:
@@ -351,6 +369,7 @@ def test_every_catalogue_scenario_has_a_signature_test() -> None:
         "magnet_event",
         "cover_event",
         "water_reverse_flow",
+        "gas_temperature_drift",
         "magnet_consumption_drop",
         "stuck_register",
         "gas_wrong_temperature",
