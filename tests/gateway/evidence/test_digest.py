@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 
 from hypothesis import given
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from drivers.reading import DeviceKind, Reading
 from gateway.evidence import cited_readings, readings_csv, readings_digest
-from gateway.evidence.verify_bundle import digest_records, records_from_csv
+from gateway.evidence.verify_bundle import canonical_line, digest_records, records_from_csv
 
 floats = st.floats(allow_nan=True, allow_infinity=True, width=64)
 readings_st = st.lists(
@@ -76,3 +77,18 @@ def test_cited_readings_is_the_inclusive_window_of_the_devices() -> None:
         ("c", 4),
         ("c", 5),
     ]
+
+
+@given(
+    st.text(max_size=12),
+    st.integers(0, 2**63),
+    st.integers(-(2**63), 2**63),
+    st.text(max_size=12),
+    st.dictionaries(st.text(max_size=10), floats, max_size=6),
+)
+def test_canonical_line_is_exactly_the_documented_json(
+    device: str, seq: int, ts_ns: int, quality: str, fields: dict[str, float]
+) -> None:
+    record = {"device": device, "fields": fields, "quality": quality, "seq": seq, "ts_ns": ts_ns}
+    expected = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True) + "\n"
+    assert canonical_line(device, seq, ts_ns, quality, fields) == expected.encode("ascii")
