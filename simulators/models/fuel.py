@@ -386,9 +386,9 @@ class TankModel:
         geo = self.geometry
         level = geo.level_mm(gross + geo.volume_l(np.array([water_mm]))[0])
         # What the gauge measures and computes.
-        level_meas: F64 = np.round(level + rng.normal(0.0, 0.4, n), 1)
-        water_meas = np.round(np.maximum(rng.normal(water_mm, 0.3, n), 0.0), 1).astype(np.float64)
-        temp_meas = np.round(temp + rng.normal(0.0, 0.05, n), 2)
+        level_meas: F64 = np.round(level + rng.normal(0.0, 0.1, n), 2)
+        water_meas = np.round(np.maximum(rng.normal(water_mm, 0.1, n), 0.0), 2).astype(np.float64)
+        temp_meas = np.round(temp + rng.normal(0.0, 0.02, n), 3)
         gross_meas = geo.volume_l(level_meas) - geo.volume_l(water_meas)
         net_meas = gross_meas / (1.0 + self.beta * (temp_meas - VCF_REF_C))
         deliveries = self.deliveries_l + np.where(t >= t_del + TANK_DELIVERY_S, vol_del, 0.0)
