@@ -19,8 +19,10 @@ reports degraded with the reason instead of failing).
 """
 
 import asyncio
+import contextlib
 import logging
 import math
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -45,6 +47,7 @@ from gateway.alerts import (
     AlertStore,
     InvalidQueryError,
     InvalidTransitionError,
+    Subscription,
 )
 from gateway.api.auth import (
     INSPECTOR_READINGS_WINDOW_NS,
@@ -133,6 +136,34 @@ class _RequestMetrics:
             ).inc()
 
 
+class OpenStreams:
+    """The open event-stream subscriptions, so that shutdown can end them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subs: dict[Subscription, asyncio.AbstractEventLoop] = {}
+        self.closed = False
+
+    def add(self, sub: Subscription) -> None:
+        with self._lock:
+            self._subs[sub] = asyncio.get_running_loop()
+
+    def remove(self, sub: Subscription) -> None:
+        with self._lock:
+            self._subs.pop(sub, None)
+
+    def close_all(self) -> None:
+        """End every open stream and refuse new ones; thread-safe, idempotent."""
+        with self._lock:
+            self.closed = True
+            subs = list(self._subs.items())
+            self._subs.clear()
+        for sub, loop in subs:
+            # A subscription's queue belongs to its loop: close it there.
+            with contextlib.suppress(RuntimeError):  # that loop is already closed
+                loop.call_soon_threadsafe(sub.close)
+
+
 def _route_label(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
@@ -204,11 +235,17 @@ def create_app(
     `status` the runtime's live device status. Metrics go to
     `metrics_registry` (a fresh registry if None). The app owns none of these:
     closing them is the caller's job.
+
+    Before stopping the server, call ``app.state.close_streams()`` (any
+    thread): open event streams end, so a graceful shutdown does not wait on
+    them, and new ones get 503. (Under uvicorn's own signal handling
+    sse-starlette also ends them; this covers a runtime with its own.)
     """
     api_settings = settings.api
     registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
     metrics = ApiMetrics(registry, status=status, count_alerts=lambda: _count_alerts(alerts))
     devices = Devices(settings, status)
+    streams = OpenStreams()
 
     app = FastAPI(
         title="meterwatch",
@@ -222,6 +259,7 @@ def create_app(
         redoc_url=None,
         openapi_url="/api/v1/openapi.json",
     )
+    app.state.close_streams = streams.close_all
     app.state.auth = AuthState(
         keys=KeyRing(api_settings.keys),
         limiter=FailureLimiter(per_minute=api_settings.auth_failures_per_minute),
@@ -445,14 +483,18 @@ def create_app(
                 "keep-alive comments. The stream ends if the reader falls too far "
                 "behind; reconnect and re-read the list.",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
-            }
+            },
+            503: {"model": Problem, "description": "the gateway is shutting down"},
         },
     )
     async def alert_stream(
         request: Request, who: Annotated[Principal, Depends(need(Permission.ALERTS_READ))]
     ) -> EventSourceResponse:
         """Every change of an alert of the key's sites, as it is committed."""
+        if streams.closed:
+            raise HTTPException(503, "the gateway is shutting down")
         subscription = alerts.subscribe()
+        streams.add(subscription)
 
         async def events() -> AsyncIterator[ServerSentEvent]:
             metrics.sse_clients.inc()
@@ -476,6 +518,7 @@ def create_app(
                             id=str(change.ledger_index),
                         )
             finally:
+                streams.remove(subscription)
                 metrics.sse_clients.dec()
 
         return EventSourceResponse(

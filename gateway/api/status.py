@@ -18,6 +18,7 @@ from drivers.reading import DeviceKind
 class DeviceState(StrEnum):
     """A device's connection state as the poller sees it."""
 
+    UNKNOWN = "unknown"  # configured, not polled (or heard from) yet
     UP = "up"
     DOWN = "down"
     BACKOFF = "backoff"

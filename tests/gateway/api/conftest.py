@@ -218,6 +218,7 @@ class ServerThread:
     """Real uvicorn serving an app on a free 127.0.0.1 port, in its own thread and loop."""
 
     def __init__(self, app: FastAPI) -> None:
+        self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
@@ -235,6 +236,7 @@ class ServerThread:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.app.state.close_streams()  # as the runtime does before it stops the server
         self.server.should_exit = True
         self.thread.join(timeout=10)
 

@@ -6,13 +6,32 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import numpy as np
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from anomaly.batch import Batch
+from anomaly.engine import DeviceModel, Engine, GroupModel
+from anomaly.finding import Finding
+from anomaly.mpe import mpe_pct
+from drivers.reading import DeviceKind, Reading
 from gateway.alerts import AlertStatus
-from tests.gateway.api.conftest import NORTH, ServerThread, World, cheating_finding, key_of
+from gateway.evidence import readings_digest
+from simulators.offline import DeviceStream, generate
+from tests.gateway.api.conftest import (
+    NORTH,
+    ServerThread,
+    World,
+    build_world,
+    cheating_finding,
+    close_world,
+    key_of,
+)
+
+DAY_NS = 86_400 * 10**9
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -109,3 +128,86 @@ async def test_enforcement_key_sees_alerts_without_action_buttons(
     row = page.locator(f'#alerts-body tr[data-alert="{world.north_alert.id}"]')
     await expect(row).to_be_visible()
     await expect(row.locator("button")).to_have_count(0)
+
+
+def _simulate_and_detect(world: World, *, scenario: str, days: int) -> list[str]:
+    """Run `scenario` offline day by day through the anomaly engine and ingest its
+    findings into the alert store, as the gateway's pipeline does; the detectors seen."""
+    run = generate(scenario, seed=1, days=days)
+    engine = Engine(
+        [DeviceModel(d, s.kind, mpe_pct(*run.meta(d))) for d, s in run.devices.items()],
+        [
+            GroupModel(g.id, g.type, g.reference, tuple(g.members), g.technical_loss_pct)
+            for g in run.groups
+        ],
+    )
+    names = sorted({f for s in run.devices.values() for f in s.fields})
+    detectors = []
+    for day in range(days):
+        lo = run.scenario.start_ns + day * DAY_NS
+        masks = {d: (s.ts_ns >= lo) & (s.ts_ns < lo + DAY_NS) for d, s in run.devices.items()}
+        streams = [(d, s, masks[d]) for d, s in run.devices.items()]
+        batch = Batch(
+            np.concatenate([np.full(m.sum(), engine.index(d), np.int32) for d, _, m in streams]),
+            np.concatenate([s.ts_ns[m] for _, s, m in streams]),
+            np.concatenate([s.ok[m] for _, s, m in streams]),
+            {
+                f: np.concatenate(
+                    [s.fields.get(f, np.full(len(s.ts_ns), np.nan))[m] for _, s, m in streams]
+                )
+                for f in names
+            },
+        )
+        for finding in engine.process(batch):
+            cited = _cited_readings(run.devices, finding)
+            world.alerts.ingest(finding, site=NORTH, evidence_digest=readings_digest(cited))
+            detectors.append(finding.detector)
+    return detectors
+
+
+def _cited_readings(streams: dict[str, DeviceStream], finding: Finding) -> list[Reading]:
+    out = []
+    for device_id in finding.devices:
+        s = streams[device_id]
+        window = (s.ts_ns >= finding.window_start_ns) & (s.ts_ns <= finding.window_end_ns)
+        for i in np.flatnonzero(window):
+            values = {k: float(v[i]) for k, v in s.fields.items() if np.isfinite(v[i])}
+            quality = "ok" if s.ok[i] else "timeout"
+            out.append(
+                Reading(device_id, DeviceKind(s.kind), int(s.ts_ns[i]), int(i), values, quality)
+            )
+    return out
+
+
+async def test_alert_from_a_simulated_cheating_nozzle_end_to_end(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """The simulators' calibration-change scenario (nozzle-1's K-factor is edited),
+    analysed by the anomaly engine while the dashboard is open."""
+    world = await build_world(tmp_path)
+    try:
+        with ServerThread(world.app) as server:
+            page = await browser.new_page()
+            await _login(page, server, key_of("inspector"))
+            await expect(page.locator("#live")).to_have_text("live", timeout=10_000)
+
+            detectors = await asyncio.to_thread(
+                _simulate_and_detect, world, scenario="calibration_change", days=5
+            )
+            assert "integrity.parameter_change" in detectors
+
+            row = page.locator("#alerts-body tr", has_text="integrity.parameter_change").filter(
+                has_text="nozzle-1"
+            )
+            await expect(row).to_be_visible(timeout=5_000)
+            await expect(row.locator(".sev")).to_have_text("critical")
+            await row.locator("button.ack").click()
+            await page.fill("#action-note", "K-factor edited outside verification; sealing")
+            await page.click("#action-ok")
+            await expect(row).to_have_attribute("data-status", "acknowledged")
+            alert_id = int(await row.get_attribute("data-alert") or 0)
+            stored = world.alerts.get(alert_id)
+            assert stored.device == "nozzle-1" and stored.status is AlertStatus.ACKNOWLEDGED
+            assert stored.history[-1].who == "inspector"
+    finally:
+        await close_world(world)
