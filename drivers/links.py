@@ -14,14 +14,21 @@ from drivers.profiles import Profile, ProfileProtocol
 
 @dataclass(frozen=True, slots=True)
 class TcpLink:
-    """A Modbus TCP endpoint. Requests of all its devices are pipelined on one
-    connection (up to `max_in_flight` outstanding, matched by transaction id)."""
+    """A Modbus TCP endpoint (a device, or a gateway with unit ids behind it).
+
+    Its devices are spread round-robin over `max_connections` connections. On
+    each, up to `max_in_flight` requests are outstanding, matched by
+    transaction id. The default 1 is what every device handles (pymodbus's
+    own server mishandles pipelined requests); raise it for gateways that
+    pipeline, so a slow unit does not hold up the others on its connection.
+    """
 
     host: str
     port: int = 502
     _: KW_ONLY
     timeout_s: float = 1.0
-    max_in_flight: int = 16
+    max_in_flight: int = 1
+    max_connections: int = 1
 
     def describe(self) -> str:
         return f"tcp://{self.host}:{self.port}"

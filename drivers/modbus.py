@@ -696,11 +696,12 @@ async def poll_tcp_bus(
         await client.connect(timeout_s=link.timeout_s)
         return client
 
-    endpoint: _Endpoint[TcpClient] = _Endpoint(
-        _open, status=status, description=link.describe()
-    )
+    endpoints: list[_Endpoint[TcpClient]] = [
+        _Endpoint(_open, status=status, description=link.describe())
+        for _ in range(max(1, min(link.max_connections, len(devices))))
+    ]
 
-    async def _run(poller: DevicePoller) -> None:
+    async def _run(poller: DevicePoller, endpoint: _Endpoint[TcpClient]) -> None:
         due = next_aligned_s(time.time(), poller.device.poll_interval_s)
         while True:
             poller.status.next_poll_ns = int(due * 1e9)
@@ -719,10 +720,12 @@ async def poll_tcp_bus(
     pollers = [_poller(d, status, link.timeout_s) for d in devices]
     try:
         async with asyncio.TaskGroup() as tg:
-            for p in pollers:
-                tg.create_task(_run(p), name=f"modbus-poll:{p.device.id}")
+            for i, p in enumerate(pollers):
+                endpoint = endpoints[i % len(endpoints)]
+                tg.create_task(_run(p, endpoint), name=f"modbus-poll:{p.device.id}")
     finally:
-        await endpoint.close()
+        for endpoint in endpoints:
+            await endpoint.close()
 
 
 async def poll_sequential_bus(
