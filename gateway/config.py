@@ -375,9 +375,22 @@ class WebhookSettings(_Strict):
 
 class MaintenanceWindow(_Strict):
     device: str = Field(description="device id or '*'")
-    start: str
-    end: str
+    start: str = Field(description="ISO 8601 date-time; without an offset: the site's time zone")
+    end: str = Field(description="ISO 8601 date-time, after start")
     reason: str = ""
+
+    @field_validator("start", "end")
+    @classmethod
+    def _iso(cls, value: str) -> str:
+        from datetime import datetime
+
+        try:
+            datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise PydanticCustomError(
+                "datetime", "not an ISO 8601 date-time (like 2026-11-28T08:00:00Z)"
+            ) from None
+        return value
 
 
 class AlertSettings(_Strict):
