@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from anomaly.finding import Finding, Severity
 from gateway.alerts import (
@@ -208,12 +209,22 @@ def test_maintenance_window_suppresses_and_records(tmp_path: Path) -> None:
 
 
 def test_maintenance_config_errors_name_the_path() -> None:
-    with pytest.raises(MaintenanceConfigError, match=r"alerts.maintenance\[0\].start"):
-        parse_windows([MaintenanceWindow(device="*", start="tomorrow", end="2025-01-01T00:00Z")])
-    with pytest.raises(MaintenanceConfigError, match=r"alerts.maintenance\[0\].end: must be after"):
+    # the config model already refuses a non-ISO time (check-config reports it) ...
+    with pytest.raises(ValidationError, match="not an ISO 8601 date-time"):
+        MaintenanceWindow(device="*", start="tomorrow", end="2025-01-01T00:00Z")
+    # ... and parse_windows names the path for what only it can check
+    with pytest.raises(MaintenanceConfigError, match=r"alerts.maintenance\[1\].end: must be after"):
         parse_windows(
-            [MaintenanceWindow(device="*", start="2025-01-02T00:00Z", end="2025-01-01T00:00Z")]
+            [
+                MaintenanceWindow(device="*", start="2025-01-01T00:00Z", end="2025-01-02T00:00Z"),
+                MaintenanceWindow(device="*", start="2025-01-02T00:00Z", end="2025-01-01T00:00Z"),
+            ]
         )
+    unchecked = MaintenanceWindow.model_construct(device="*", start="soon", end="later")
+    with pytest.raises(MaintenanceConfigError, match=r"alerts.maintenance\[0\].start"):
+        parse_windows([unchecked])
+    with pytest.raises(MaintenanceConfigError, match=r"site\.timezone"):
+        parse_windows([], timezone="Mars/Olympus")
 
 
 def test_query_filters_sites_and_pagination(store: AlertStore) -> None:
