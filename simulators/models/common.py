@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
@@ -129,6 +130,7 @@ def of(conds: tuple[Condition, ...], *labels: Label) -> list[Condition]:
 _GRID_STEP_S = 60.0
 
 
+@lru_cache(maxsize=16)  # every meter of a site reads the same day's grid; never mutated
 def _site_grid(seed: int, day: int) -> tuple[F64, F64, F64]:
     """Per-minute (time, frequency Hz, voltage offset V) of one day; shared by all meters."""
     rng = rng_for(seed, "site:grid", day)
