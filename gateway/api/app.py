@@ -12,10 +12,12 @@ alerts. A role that may not use a route at all gets 403.
 
 Failure modes handled: unknown devices and alerts (404), malformed parameters
 or bodies (422 naming the parameter), well-formed but unusable ones such as a
-reversed time range or an unknown cursor (400), bodies over ``api.max_body_bytes`` (413), page
-sizes over ``api.max_page_size`` (422), guessing keys (429), a status provider
-or store that raises (the route fails with 500 and is logged; ``/health``
-reports degraded with the reason instead of failing).
+reversed time range or an unknown cursor (400), an action the alert's status
+does not allow (409), bodies over ``api.max_body_bytes`` (413), page sizes
+over ``api.max_page_size`` (422), guessing keys (429), a status provider or
+store that raises (that request fails with 500 and is logged; ``/health``
+reports degraded with the reason instead of failing), shutdown with event
+streams open (`OpenStreams`).
 """
 
 import asyncio
@@ -30,7 +32,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -106,6 +108,9 @@ AlertId = Annotated[int, PathParam(ge=1, le=2**62, description="alert id")]
 FieldName = Annotated[str, Query(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class _RequestMetrics:
     """Counts requests by route template and status; times the response head."""
 
@@ -131,8 +136,11 @@ class _RequestMetrics:
         try:
             await self.app(scope, receive, timed_send)
         finally:
+            method = scope.get("method", "")
             self.metrics.requests.labels(
-                scope.get("method", ""), _route_label(scope), f"{status_code // 100}xx"
+                method if method in _METHODS else "other",
+                _route_label(scope),
+                f"{status_code // 100}xx",
             ).inc()
 
 
@@ -210,7 +218,7 @@ class Devices:
         return DeviceDetail(**dev.model_dump(), **extra)
 
 
-def _reading_out(reading: Any) -> ReadingOut:
+def _reading_out(reading: Reading) -> ReadingOut:
     return ReadingOut(
         ts_ns=reading.ts_ns,
         seq=reading.seq,
@@ -255,9 +263,11 @@ def create_app(
             "Every route but `/health` needs an API key, as `Authorization: Bearer <key>` "
             "or `X-API-Key: <key>`. Objects of a site the key is not scoped to answer 404."
         ),
-        docs_url="/api/docs",
+        # The schema is served below behind a key; the Swagger/ReDoc pages would
+        # load scripts from a CDN, which the gateway neither needs nor allows.
+        docs_url=None,
         redoc_url=None,
-        openapi_url="/api/v1/openapi.json",
+        openapi_url=None,
     )
     app.state.close_streams = streams.close_all
     app.state.auth = AuthState(
@@ -275,7 +285,8 @@ def create_app(
     def health() -> HealthOut:
         """Ok or degraded, with reasons. No credential; carries no ids and no secrets."""
         reasons: list[str] = []
-        total = up = 0
+        if not api_settings.keys:
+            reasons.append("no API keys configured (api.keys): every other route refuses")
         try:
             devs = devices.all()
         except Exception:
@@ -311,6 +322,11 @@ def create_app(
     def prometheus(_: Annotated[Principal, Depends(need(Permission.METRICS_READ))]) -> Response:
         """Prometheus text exposition of the gateway's metrics (admin keys)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @v1.get("/openapi.json", include_in_schema=False)
+    def openapi_schema(_: Annotated[Principal, Depends(principal)]) -> JSONResponse:
+        """The OpenAPI schema of this API (any valid key)."""
+        return JSONResponse(app.openapi())
 
     @v1.get("/me", response_model=WhoAmI, tags=["system"], summary="The caller's key")
     def whoami(who: Annotated[Principal, Depends(principal)]) -> WhoAmI:

@@ -43,7 +43,9 @@ def auth(name: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key_of(name)}"}
 
 
-def make_settings(tmp: Path, *, auth_failures_per_minute: int = 10_000) -> Settings:
+def make_settings(
+    tmp: Path, *, auth_failures_per_minute: int = 10_000, keys: bool = True
+) -> Settings:
     return parse_config(
         {
             "site": {"id": NORTH},
@@ -70,7 +72,9 @@ def make_settings(tmp: Path, *, auth_failures_per_minute: int = 10_000) -> Setti
                 "keys": [
                     {"name": name, "role": role, "sites": sites, "sha256": hash_key(key)}
                     for name, (role, sites, key) in KEYS.items()
-                ],
+                ]
+                if keys
+                else [],
                 "max_page_size": 50,
                 "max_body_bytes": 4096,
                 "auth_failures_per_minute": auth_failures_per_minute,

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.gateway.api.conftest import ROLES, World, asgi_client, auth, key_of
+from tests.gateway.api.conftest import (
+    ROLES,
+    World,
+    asgi_client,
+    auth,
+    build_world,
+    close_world,
+    key_of,
+)
 
 ALL = frozenset(ROLES)
 
@@ -40,6 +49,7 @@ class Route:
 
 ROUTES = [
     Route("GET", "/api/v1/me", ALL, scoped=False),
+    Route("GET", "/api/v1/openapi.json", ALL, scoped=False),
     Route("GET", "/api/v1/devices", ALL, scoped=False),
     Route("GET", "/api/v1/devices/{dev}", ALL),
     Route("GET", "/api/v1/devices/{dev}/readings?every_s=600", ALL),
@@ -148,6 +158,18 @@ async def test_health_needs_no_key_and_carries_no_ids(client: httpx.AsyncClient)
     body = response.json()
     assert body["status"] == "ok" and body["reasons"] == []
     assert "n1" not in response.text and "s1" not in response.text
+
+
+async def test_health_says_when_no_key_is_configured(tmp_path: Path) -> None:
+    world = await build_world(tmp_path, keys=False)
+    try:
+        async with asgi_client(world.app) as client:
+            body = (await client.get("/health")).json()
+            assert body["status"] == "degraded"
+            assert any("api.keys" in r for r in body["reasons"])
+            assert (await client.get("/api/v1/me", headers=auth("admin"))).status_code == 401
+    finally:
+        await close_world(world)
 
 
 async def test_dashboard_files_are_public_and_locked_down(client: httpx.AsyncClient) -> None:

@@ -88,3 +88,23 @@ async def test_stream_needs_a_key(server: ServerThread) -> None:
     async with httpx.AsyncClient(base_url=server.url) as client:
         response = await client.get("/api/v1/alerts/stream")
     assert response.status_code == 401
+
+
+async def test_close_streams_ends_open_streams_and_refuses_new_ones(
+    world: World, server: ServerThread
+) -> None:
+    async with (
+        httpx.AsyncClient(base_url=server.url, timeout=10) as client,
+        client.stream("GET", "/api/v1/alerts/stream", headers=auth("admin")) as response,
+    ):
+        events = _events(response)
+        assert await anext(events) == ("comment", "stream open")
+        world.app.state.close_streams()  # from this (non-server) thread
+
+        async def drain() -> list[tuple[str, Any]]:
+            return [item async for item in events]
+
+        rest = await asyncio.wait_for(drain(), timeout=5)  # the stream ends
+        assert all(kind == "comment" for kind, _ in rest)
+        refused = await client.get("/api/v1/alerts/stream", headers=auth("admin"))
+        assert refused.status_code == 503
