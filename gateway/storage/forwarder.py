@@ -154,7 +154,6 @@ class Forwarder:
             log.exception("forwarder: unexpected error", extra={"sink": self.sink.name})
             await self._failed(exc)
             return 0
-        self._succeeded(delivered)
         return delivered
 
     async def _send(self, entries: Sequence[OutboxEntry]) -> int:
@@ -167,6 +166,8 @@ class Forwarder:
                 await self._reject(entries[0], exc)
                 return 0
             return await self._send_one_by_one(entries)
+        # Counted when the store acknowledged, before the (durable) outbox delete.
+        self._succeeded(points)
         await self.outbox.ack([e.id for e in entries])
         return points
 
@@ -178,6 +179,7 @@ class Forwarder:
             except (SinkRejected, LineProtocolError) as exc:
                 await self._reject(entry, exc)
                 continue
+            self._succeeded(entry.points)
             await self.outbox.ack([entry.id])
             delivered += entry.points
         return delivered

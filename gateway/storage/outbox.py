@@ -11,7 +11,9 @@ Durability (chosen deliberately): WAL journal with ``synchronous=FULL``, so
 every append commit fsyncs the WAL before it returns; an appended batch
 survives SIGKILL *and* power loss. Appends are per batch (the pipeline's
 flush), so the fsync cost is paid per batch, not per reading. Deletes use the
-same connection; a delete lost to a power cut only causes a resend.
+same connection without waiting for an fsync (``synchronous=NORMAL`` for that
+commit only): a delete lost to a power cut only causes a resend, which the
+idempotent timestamps turn into an overwrite.
 
 Bound: `max_bytes` (``storage.outbox_max_mb``) caps the stored payload bytes
 plus a fixed per-entry overhead; SQLite reuses the freed pages, so the file
@@ -26,7 +28,8 @@ Failure modes handled: a reading that cannot be encoded (a name line
 protocol cannot carry) is skipped, counted as invalid and logged once per
 device, and the rest of the batch is kept; a payload the store refuses for
 good is moved to a quarantine table (kept, counted), not deleted; all SQLite
-work runs in one dedicated thread, never on the event loop.
+work runs in one dedicated thread and encoding in another, never on the event
+loop.
 """
 
 from __future__ import annotations
@@ -144,6 +147,9 @@ class Outbox:
         self.encoder = encoder
         self._level = compresslevel
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
+        # Encoding is CPU work; a thread of its own keeps it from queueing SQLite calls
+        # (the forwarder's peek and ack) behind it.
+        self._encode_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-enc")
         self._db: sqlite3.Connection | None = None
         self._counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self._entries = 0
@@ -222,32 +228,43 @@ class Outbox:
         """Encode and durably append a batch of readings (one entry)."""
         batch = list(readings)
 
-        def work() -> AppendResult:
+        def encode() -> tuple[bytes | None, int, int]:
             lines, invalid = self._encode_readings(batch)
-            return self._append_sync(EntryKind.READINGS, lines, invalid)
+            return self._compress(lines), len(lines), invalid
 
-        result = await self._run(work)
-        if result.entry_id is not None:
-            self._appended.set()
-        return result
+        loop = asyncio.get_running_loop()
+        payload, points, invalid = await loop.run_in_executor(self._encode_executor, encode)
+        return await self._store(EntryKind.READINGS, payload, points, invalid)
 
     async def append_lines(self, kind: EntryKind, lines: Sequence[str]) -> AppendResult:
         """Durably append pre-encoded lines (alerts, ledger entries, ...) as one entry."""
         batch = [line.rstrip("\n") for line in lines if line]
-        result = await self._run(lambda: self._append_sync(EntryKind(kind), batch, 0))
+        loop = asyncio.get_running_loop()
+        payload = await loop.run_in_executor(self._encode_executor, self._compress, batch)
+        return await self._store(EntryKind(kind), payload, len(batch), 0)
+
+    def _compress(self, lines: list[str]) -> bytes | None:
+        if not lines:
+            return None
+        return gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=self._level)
+
+    async def _store(
+        self, kind: EntryKind, payload: bytes | None, points: int, invalid: int
+    ) -> AppendResult:
+        result = await self._run(lambda: self._append_sync(kind, payload, points, invalid))
         if result.entry_id is not None:
             self._appended.set()
         return result
 
-    def _append_sync(self, kind: EntryKind, lines: list[str], invalid: int) -> AppendResult:
+    def _append_sync(
+        self, kind: EntryKind, payload: bytes | None, points: int, invalid: int
+    ) -> AppendResult:
         db = self._conn
-        if not lines:
+        if payload is None:
             if invalid:
                 self._bump_sync({"invalid_points": invalid})
             return AppendResult(None, 0, invalid_points=invalid)
-        payload = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=self._level)
         nbytes = len(payload) + ENTRY_OVERHEAD_BYTES
-        points = len(lines)
         now = time.time_ns()
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -417,6 +434,10 @@ class Outbox:
         def work() -> None:
             db = self._conn
             known = all(i in self._inflight for (i,) in ids)
+            # A delete need not reach the disk before we go on: if a power cut loses it,
+            # the entry is sent again and overwrites itself. The next append's fsync
+            # (FULL) makes it durable anyway, since the WAL is written in order.
+            db.execute("PRAGMA synchronous=NORMAL")
             db.execute("BEGIN IMMEDIATE")
             try:
                 deleted = sum(
@@ -426,6 +447,8 @@ class Outbox:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            finally:
+                db.execute("PRAGMA synchronous=FULL")
             if known and deleted == len(ids):
                 for (i,) in ids:
                     points, nbytes = self._inflight.pop(i)
@@ -515,3 +538,4 @@ class Outbox:
 
         await self._run(shut)
         self._executor.shutdown(wait=True)
+        self._encode_executor.shutdown(wait=True)

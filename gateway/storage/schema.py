@@ -67,6 +67,7 @@ class ReadingEncoder:
         self._prefix: dict[tuple[str, DeviceKind], str] = {}
         self._keys: dict[str, str] = {}
         self._quality: dict[str, str] = {}
+        self._templates: dict[tuple[str, ...], str] = {}
 
     def set_profile(self, device_id: str, profile: str) -> None:
         """Record (or change) a device's profile for the tag of later readings."""
@@ -92,27 +93,57 @@ class ReadingEncoder:
         self._keys[name] = key
         return key
 
+    def _make_template(self, names: tuple[str, ...]) -> str:
+        keys = []
+        for name in names:
+            key = self._keys.get(name)
+            keys.append(key if key is not None else self._make_key(name))
+        template = "".join(f"{k.replace('%', '%%')}=%s," for k in keys)
+        self._templates[names] = template
+        return template
+
     def line(self, reading: Reading) -> str:
         """One line for `reading`. Raises `LineProtocolError` naming the bad part."""
         prefix = self._prefix.get((reading.device_id, reading.kind))
         if prefix is None:
             prefix = self._make_prefix(reading.device_id, reading.kind)
-        keys = self._keys
-        parts = []
-        for name, value in reading.fields.items():
-            key = keys.get(name)
-            if key is None:
-                key = self._make_key(name)
-            v = float(value)
-            if math.isfinite(v):
-                parts.append(f"{key}={v!r}")
+        fields = reading.fields
+        values = tuple(fields.values())
+        # Fast path (the usual case): one C-level format of plain finite floats, with a
+        # template cached per field-name tuple. Anything else takes the careful path.
+        if _all_float(values) and math.isfinite(math.fsum(values)):
+            names = tuple(fields)
+            template = self._templates.get(names)
+            if template is None:
+                template = self._make_template(names)
+            body = template % values
+        else:
+            body = self._careful_fields(fields)
         quality = self._quality.get(reading.quality)
         if quality is None:
             quality = self._quality[reading.quality] = format_value(str(reading.quality))
-        return (
-            f"{prefix} {','.join(parts)}{',' if parts else ''}quality={quality},"
-            f"seq={int(reading.seq)}i {point_ts_ns(reading.ts_ns, reading.seq)}"
-        )
+        seq = int(reading.seq)
+        return f"{prefix} {body}quality={quality},seq={seq}i {point_ts_ns(reading.ts_ns, seq)}"
+
+    def _careful_fields(self, fields: Mapping[str, float]) -> str:
+        parts = []
+        for name, value in fields.items():
+            key = self._keys.get(name)
+            if key is None:
+                key = self._make_key(name)
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                raise LineProtocolError(
+                    f"not a number ({type(value).__name__})", what="field value", text=name
+                ) from None
+            if math.isfinite(v):
+                parts.append(f"{key}={v!r},")
+        return "".join(parts)
+
+
+def _all_float(values: tuple[object, ...]) -> bool:
+    return not values or set(map(type, values)) == {float}
 
 
 def reading_from_point(point: Point) -> Reading | None:
