@@ -14,7 +14,7 @@ unknown time zone; each raises `MaintenanceConfigError` naming the config path.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -57,8 +57,16 @@ def _to_ns(text: str, tz: ZoneInfo, path: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
-def parse_windows(windows: Iterable[MaintenanceWindow], *, timezone: str = "UTC") -> list[Window]:
-    """Parse `alerts.maintenance` from the config. Raises `MaintenanceConfigError`."""
+def parse_windows(
+    windows: Iterable[MaintenanceWindow],
+    *,
+    timezone: str = "UTC",
+    known: Collection[str] | None = None,
+) -> list[Window]:
+    """Parse `alerts.maintenance` from the config. Raises `MaintenanceConfigError`.
+
+    `known` (device and group ids), if given, must contain every window's device.
+    """
     try:
         tz = ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -66,6 +74,8 @@ def parse_windows(windows: Iterable[MaintenanceWindow], *, timezone: str = "UTC"
     out: list[Window] = []
     for i, w in enumerate(windows):
         path = f"alerts.maintenance[{i}]"
+        if known is not None and w.device != "*" and w.device not in known:
+            raise MaintenanceConfigError(f"{path}.device", f"no device or group named {w.device!r}")
         start = _to_ns(w.start, tz, f"{path}.start")
         end = _to_ns(w.end, tz, f"{path}.end")
         if end <= start:

@@ -223,7 +223,11 @@ class AlertStore:
         key = alerts.ledger_signing_key
         return cls(
             path or settings.storage.data_dir / "alerts.sqlite",
-            maintenance=parse_windows(alerts.maintenance, timezone=settings.site.timezone),
+            maintenance=parse_windows(
+                alerts.maintenance,
+                timezone=settings.site.timezone,
+                known={d.id for d in settings.devices} | {g.id for g in settings.groups},
+            ),
             signing_key_hex=key.get_secret_value() if key else None,
         )
 

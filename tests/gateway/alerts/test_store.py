@@ -223,6 +223,13 @@ def test_maintenance_config_errors_name_the_path() -> None:
     unchecked = MaintenanceWindow.model_construct(device="*", start="soon", end="later")
     with pytest.raises(MaintenanceConfigError, match=r"alerts.maintenance\[0\].start"):
         parse_windows([unchecked])
+    with pytest.raises(
+        MaintenanceConfigError, match=r"\[0\]\.device: no device or group named 'n9'"
+    ):
+        parse_windows(
+            [MaintenanceWindow(device="n9", start="2025-01-01T00:00Z", end="2025-01-02T00:00Z")],
+            known={"n1", "tank1"},
+        )
     with pytest.raises(MaintenanceConfigError, match=r"site\.timezone"):
         parse_windows([], timezone="Mars/Olympus")
 
@@ -328,3 +335,24 @@ async def test_slow_subscriber_is_cut_off_and_never_blocks_ingest(store: AlertSt
     assert slow.lagged and len(got) == 3
     fast.close()
     await asyncio.wait_for(task, 2)
+
+
+def test_from_settings(tmp_path: Path) -> None:
+    from gateway.config import parse_config
+
+    settings = parse_config(
+        {
+            "site": {"id": "s1", "timezone": "Europe/Berlin"},
+            "storage": {"data_dir": str(tmp_path / "data")},
+            "alerts": {
+                "maintenance": [
+                    {"device": "*", "start": "2025-11-28T04:00", "end": "2025-11-28T05:00"}
+                ]
+            },
+        }
+    )
+    store = AlertStore.from_settings(settings)
+    assert store.path == tmp_path / "data" / "alerts.sqlite"
+    # 03:20Z is 04:20 in Berlin: inside the window
+    assert store.ingest(finding(t=T0), site="s1", evidence_digest=DIGEST) is None
+    store.close()
