@@ -169,9 +169,6 @@ class FaultPeer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.add(writer)
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -212,5 +209,4 @@ class FaultPeer:
             pass
         finally:
             self._writers.discard(writer)
-            self._tasks.discard(task)
             writer.close()
