@@ -7,6 +7,7 @@ import json
 import urllib.parse
 import urllib.request
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -45,7 +46,7 @@ def _store(url: str, encoder: ReadingEncoder) -> InfluxV2Store:
 
 
 async def test_v2_writes_through_outbox_and_forwarder(
-    victoria: VictoriaMetrics, tmp_path: object
+    victoria: VictoriaMetrics, tmp_path: Path
 ) -> None:
     encoder = ReadingEncoder(site_id="site v2", profiles={"g 1": "gas_corrector"})
     readings = [
@@ -59,9 +60,7 @@ async def test_v2_writes_through_outbox_and_forwarder(
         for s in range(50)
         for d, dev in enumerate(("g 1", "g,2"))
     ]
-    from pathlib import Path
-
-    outbox = await Outbox.open(Path(str(tmp_path)) / "o.sqlite", max_bytes=10**7, encoder=encoder)
+    outbox = await Outbox.open(tmp_path / "o.sqlite", max_bytes=10**7, encoder=encoder)
     store = _store(victoria.url, encoder)
     forwarder = Forwarder(outbox, store, batch_points=30)
     await outbox.append_readings(readings[:60])

@@ -236,3 +236,23 @@ async def test_embedded_retention_keeps_rollups_after_raw_is_gone(tmp_path: Path
     )
     assert daily.columns["volume_forward_m3"] == pytest.approx([100.09, 100.09])
     await store.close()
+
+
+def test_health_verdict() -> None:
+    from gateway.storage.metrics import health_status
+
+    base = {
+        "outbox_bytes": 0,
+        "outbox_max_bytes": 1000,
+        "consecutive_failures": 0,
+        "outbox_oldest_age_s": 0.0,
+        "quarantined_entries": 0,
+    }
+    assert health_status(base) == "ok"
+    assert health_status({**base, "consecutive_failures": 2}) == "degraded"
+    assert health_status({**base, "outbox_bytes": 850}) == "degraded"
+    assert health_status({**base, "quarantined_entries": 1}) == "degraded"
+    assert health_status({**base, "outbox_bytes": 960}) == "failing"
+    assert (
+        health_status({**base, "consecutive_failures": 1, "outbox_oldest_age_s": 301}) == "failing"
+    )
