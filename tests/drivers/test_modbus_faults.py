@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import statistics
 
@@ -44,7 +45,7 @@ def _device(dev_id: str, unit: int, **kw: float) -> PolledDevice:
 def _assert_keeps_period(readings: list[Reading]) -> None:
     assert all(r.quality == Quality.OK for r in readings), [r.quality for r in readings]
     ts = [r.ts_ns / 1e9 for r in readings]
-    gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(ts)]
     assert gaps, "not enough readings"
     assert max(abs(g - INTERVAL_S) for g in gaps) < PERIOD_TOLERANCE_S, gaps
     # and each poll sits on the wall-clock grid
