@@ -40,6 +40,13 @@ class Context:
     def n(self) -> int:
         return len(self.ids)
 
+    def mem(self, name: str) -> FloatArray:
+        """The remembered last values of field `name` (created as NaN when new)."""
+        arr = self.last.get(name)
+        if arr is None:
+            arr = self.last[name] = np.full(self.n, np.nan)
+        return arr
+
     def is_kind(self, dev: npt.NDArray[np.intp], kind: str) -> BoolArray:
         return np.asarray(self.kind[dev] == KIND_CODE[kind])
 
@@ -48,7 +55,7 @@ class Context:
         for name in names:
             if name not in frame.fields:
                 continue
-            mem = self.last.setdefault(name, np.full(self.n, np.nan))
+            mem = self.mem(name)
             idx = frame.seg_last_valid(frame.valid(name))
             has = idx >= 0
             mem[frame.seg_dev[has]] = frame.fields[name][idx[has]]

@@ -44,6 +44,7 @@ class Frame:
         self.seg_start_row: IntpArray = self.first[self.seg_id]
         self.rows: IntpArray = np.arange(n)
         self._cache: dict[str, tuple[FloatArray, BoolArray]] = {}
+        self._valid: dict[str, BoolArray] = {}
         # counters unwrapped over rollovers and resets (filled by integrity)
         self.cont: dict[str, FloatArray] = {}
 
@@ -90,10 +91,13 @@ class Frame:
     # -- field access -------------------------------------------------------------
 
     def valid(self, name: str) -> BoolArray:
-        col = self.fields.get(name)
-        if col is None:
-            return np.zeros(self.n, dtype=bool)
-        return self.ok & ~np.isnan(col)
+        """Rows where field `name` is present in an ok reading (cached; do not modify)."""
+        hit = self._valid.get(name)
+        if hit is None:
+            col = self.fields.get(name)
+            hit = np.zeros(self.n, dtype=bool) if col is None else self.ok & ~np.isnan(col)
+            self._valid[name] = hit
+        return hit
 
     def prev(self, name: str, state: FloatArray) -> tuple[FloatArray, BoolArray]:
         """(previous valid value, whether it exists) for each row of field `name`.

@@ -217,6 +217,7 @@ class DriftTracker:
         period_ns: int,
         devices: list[tuple[str, ...]] | None = None,
         group: str | None = None,
+        material_fraction: float = 0.5,
     ) -> list[Finding]:
         """Findings for series `idx` whose alarm starts or whose estimate moved materially.
 
@@ -231,7 +232,9 @@ class DriftTracker:
         calm = (np.maximum(self.s_pos[idx], self.s_neg[idx]) < self.h / 3) & ~ew
         # a new excursion starts where the alarm is off
         was = self.latch.active[idx]
-        due = self.latch.update_devices(idx, on, calm, estimate=est.error, material=threshold / 4)
+        due = self.latch.update_devices(
+            idx, on, calm, estimate=est.error, material=threshold * material_fraction
+        )
         out: list[Finding] = []
         for j in np.flatnonzero(due):
             s = int(idx[j])

@@ -447,6 +447,7 @@ class Engine:
                 key = f"g:{g.gid}:{name}"
                 if key in npz.files:
                     target[...] = npz[key]
+            g.forget_cache()
         if header.get("checks") == [g.id for g in self.check_groups] and all(
             old_groups.get(g.id) == mine[g.id] for g in self.check_groups
         ):

@@ -185,7 +185,7 @@ class Integrity:
                 continue
             v = frame.fields[name]
             valid = frame.valid(name)
-            prev, has = frame.prev(name, ctx.last.setdefault(name, np.full(ctx.n, np.nan)))
+            prev, has = frame.prev(name, ctx.mem(name))
             chk = valid & has
             delta = np.where(chk, v - prev, 0.0)
             back = chk & (delta < -(1e-9 * np.abs(prev) + 1e-6))
@@ -229,7 +229,7 @@ class Integrity:
             if name not in frame.fields:
                 continue
             v = frame.fields[name]
-            prev, has = frame.prev(name, ctx.last.setdefault(name, np.full(ctx.n, np.nan)))
+            prev, has = frame.prev(name, ctx.mem(name))
             chk = frame.valid(name) & has
             inc = np.flatnonzero(chk & (v > prev))
             dec = np.flatnonzero(chk & (v < prev))
@@ -270,7 +270,7 @@ class Integrity:
             v = frame.fields["calibration_k_factor"]
             prev, has = frame.prev(
                 "calibration_k_factor",
-                ctx.last.setdefault("calibration_k_factor", np.full(ctx.n, np.nan)),
+                ctx.mem("calibration_k_factor"),
             )
             chg = (
                 frame.valid("calibration_k_factor") & has & (np.abs(v - prev) > 1e-9 * np.abs(prev))

@@ -155,9 +155,7 @@ class DataQuality:
                 continue
             v = frame.fields[name]
             valid = frame.valid(name)
-            prev, has = frame.prev(
-                name, self.ctx.last.setdefault(name, np.full(self.ctx.n, np.nan))
-            )
+            prev, has = frame.prev(name, self.ctx.mem(name))
             same = valid & has & (v == prev) & (v != 0)
             changed = valid & ~same
             since = frame.run_since(same, changed, self.frozen_since[name])

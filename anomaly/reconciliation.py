@@ -57,7 +57,7 @@ Z_MEMBER = (5.0, 4.5, 4.0)
 Z_LOSS = (5.0, 4.0, 3.0)
 LEAK_MDL_LPH = 0.76  # US EPA SIR: 0.2 gal/h
 LEAK_THRESHOLD_LPH = 0.38  # decision threshold: half the minimum detectable leak
-BASELINE_DAYS = 7.0
+BASELINE_DAYS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +117,13 @@ class BalanceGroup:
         self.ids = ids
         self.member_threshold = np.asarray(member_threshold, dtype=float)
         self.ref_threshold = ref_threshold
+        # a tank is judged absolutely; feeders and districts against a learned baseline of
+        # a few days, which is noisier: they get twice the reference's threshold
+        self.balance_threshold = ref_threshold * (1.0 if type == "tank" else 2.0)
         self.tl = technical_loss_pct / 100.0
         j = len(members)
         self.quadratic = type == "feeder"
-        p = j + 1 + int(self.quadratic)  # members, hours (, load squared)
+        p = j + 1 + int(self.quadratic)  # members, hours (, load squared on feeders)
         s = len(SCALES_PERIODS)
         self.A = np.zeros((s, p, p))
         self.b = np.zeros((s, p))
@@ -139,14 +142,21 @@ class BalanceGroup:
         self.tracker = DriftTracker(1, tau_periods=30.0, min_periods=3)
         self.last_t = np.zeros(1, dtype=np.int64)
         self.step_beta = np.zeros(p)  # long-scale β when the balance alarm started
-        self.cum = np.zeros(j + 2)  # reference in, member flows, hours (since the first period)
         self.base = np.zeros(2)  # baseline daily unaccounted fraction: sum, days
-        self.u_last = np.zeros(1)  # last accepted unaccounted level
+        self.mday = np.zeros(j)  # member flows today
+        self.mbase = np.zeros(j)  # member daily flows summed over the baseline days
+        self.mrecent = np.zeros(j)  # member daily flows, recent (EW over ~2 days)
+        self.mrecent_n = np.zeros(1, dtype=np.int64)
         self.n_rejected_run = np.zeros(1, dtype=np.int64)
+        self._solved: dict[int, tuple[FloatArray, FloatArray, float]] = {}
 
     @property
     def devices(self) -> npt.NDArray[np.intp]:
         return np.concatenate([[self.ref], self.members]).astype(np.intp)
+
+    def forget_cache(self) -> None:
+        """Drop cached solutions (after the arrays were replaced by a restore)."""
+        self._solved.clear()
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {
@@ -177,6 +187,12 @@ class BalanceGroup:
 
     def _solve(self, s: int) -> tuple[FloatArray, FloatArray, float]:
         """(β with λ last, standard errors, residual σ per period) at scale `s`."""
+        hit = self._solved.get(s)
+        if hit is None:
+            hit = self._solved[s] = self._solve_now(s)
+        return hit
+
+    def _solve_now(self, s: int) -> tuple[FloatArray, FloatArray, float]:
         a = self.A[s]
         p = a.shape[0]
         reg = a + np.diag(1e-9 * np.abs(np.diag(a)) + 1e-9)
@@ -196,27 +212,11 @@ class BalanceGroup:
 
     def add_period(self, x: FloatArray, ref_flow: float, hours: float, t_ns: int) -> None:
         """Add one period: member flows `x`, reference flow, its length in hours, its end."""
-        # the regression models losses itself (λ: constant, γ: growing with load squared
-        # on feeders), so the configured technical loss only centres the daily balance
-        y = ref_flow - float(np.sum(x))
-        xv = np.append(x, hours)
-        if self.quadratic:
-            xv = np.append(xv, float(np.sum(x)) ** 2 / max(hours, 1e-9))
-        self._day_add(t_ns, ref_flow * (1 - self.tl) - float(np.sum(x)), ref_flow)
-        # a glitch (a delivery booked before it is in the tank, a gauge spike) gives an
-        # outlying period: skip it once the fit is warm
-        if self.n_used[0] >= 24:
-            beta, _, _ = self._solve(len(SCALES_PERIODS) - 1)
-            r = abs(y - float(xv @ beta))
-            scale = self.res_scale[0]
-            if np.isfinite(scale) and r > 8 * 1.25 * scale and self.n_rejected_run[0] < 3:
-                self.n_skipped[0] += 1
-                self.n_rejected_run[0] += 1
-                return
-            self.n_rejected_run[0] = 0
-            self.res_scale[0] = (
-                r if not np.isfinite(scale) else (scale + 0.05 * (min(r, 6 * scale) - scale))
-            )
+        self._day_add(t_ns, ref_flow * (1 - self.tl) - float(np.sum(x)), ref_flow, x)
+        xv, y, ok = self._period_row(x, ref_flow, hours)
+        self._solved.clear()
+        if not ok:
+            return
         for s, tau in enumerate(SCALES_PERIODS):
             f = 1.0 - 1.0 / tau  # the newest period weighs 1, older ones decay
             self.A[s] = f * self.A[s] + np.outer(xv, xv)
@@ -228,14 +228,49 @@ class BalanceGroup:
         self.n_used[0] += 1
         self.last_t[0] = t_ns
 
-    def _day_add(self, t_ns: int, y_period: float, ref_flow: float) -> None:
+    def _period_row(
+        self, x: FloatArray, ref_flow: float, hours: float
+    ) -> tuple[FloatArray, float, bool]:
+        """Regress each period's unaccounted flow on member flows.
+
+        The regression models losses itself (λ: constant, γ: growing with load squared
+        on feeders), so the configured technical loss only centres the daily balance.
+        """
+        y = ref_flow - float(np.sum(x))
+        xv = np.append(x, hours)
+        if self.quadratic:
+            xv = np.append(xv, float(np.sum(x)) ** 2 / max(hours, 1e-9))
+        if self.n_used[0] >= 24:
+            beta, _, _ = self._solve(len(SCALES_PERIODS) - 1)
+            r = abs(y - float(xv @ beta))
+            scale = self.res_scale[0]
+            if np.isfinite(scale) and r > 8 * 1.25 * scale and self.n_rejected_run[0] < 3:
+                self.n_skipped[0] += 1
+                self.n_rejected_run[0] += 1
+                return xv, y, False
+            self.n_rejected_run[0] = 0
+            self.res_scale[0] = (
+                r if not np.isfinite(scale) else (scale + 0.05 * (min(r, 6 * scale) - scale))
+            )
+        return xv, y, True
+
+    def _day_add(self, t_ns: int, y_period: float, ref_flow: float, x: FloatArray) -> None:
         day = t_ns // DAY_NS
         if self.day_idx[0] >= 0 and day != self.day_idx[0]:
             if self.day[2] >= 20 and self.day[1] > 0:
+                full = self.mday * 24.0 / self.day[2]
+                if self.type != "tank" and self.base[1] < BASELINE_DAYS:
+                    self.mbase += full
+                else:
+                    new = self.mrecent_n[0] == 0
+                    self.mrecent[:] = full if new else 0.5 * self.mrecent + 0.5 * full
+                    self.mrecent_n[0] += 1
                 self._day_done(self.day[0] / self.day[1])
             self.day[:] = 0.0
+            self.mday[:] = 0.0
         self.day_idx[0] = day
         self.day += (y_period, ref_flow, 1.0)
+        self.mday += x
 
     def _day_done(self, e: float) -> None:
         """Feed one day's unaccounted fraction to the balance tracker.
@@ -254,7 +289,7 @@ class BalanceGroup:
             np.array([int(self.day_idx[0]) * DAY_NS + DAY_NS]),
             np.array([e]),
             np.array([1.0]),
-            np.array([self.ref_threshold]),
+            np.array([self.balance_threshold]),
         )
 
     # -- decisions --------------------------------------------------------------------
@@ -331,15 +366,20 @@ class BalanceGroup:
             return out
         t = int(self.last_t[0])
         ids = self.ids
+        balance = self._balance_findings(t)
         err, se, z, scale = self._member_errors()
         fires = scale >= 0
+        if self.type != "tank":
+            # member errors on feeders and districts are only identified up to the way
+            # losses vary: they rank the culprits of a balance step instead (report())
+            fires[:] = False
         calm = ~fires & (np.abs(err) < self.member_threshold / 4)
         due = self.member_latch.update_devices(
             np.arange(len(self.members)),
             fires,
             calm,
             estimate=err,
-            material=self.member_threshold / 4,
+            material=self.member_threshold / 2,
         )
         name = {
             "tank": "reconciliation.tank_nozzle_error",
@@ -380,7 +420,7 @@ class BalanceGroup:
                 )
             )
         out.extend(self._loss_findings(t, period_ns))
-        out.extend(self._balance_findings(t))
+        out.extend(balance)
         return out
 
     def _loss_findings(self, t: int, period_ns: int) -> list[Finding]:
@@ -453,7 +493,7 @@ class BalanceGroup:
 
     def _balance_findings(self, t: int) -> list[Finding]:
         idx = np.array([0], dtype=np.intp)
-        thr = np.array([self.ref_threshold])
+        thr = np.array([self.balance_threshold])
         was = bool(self.tracker.latch.active[0])
         found = self.tracker.findings(
             idx,
@@ -467,19 +507,33 @@ class BalanceGroup:
         )
         if not found:
             return []
-        # rank members: how far their short-scale β moved from the long-scale one
+        # rank members: who explains the step? a member under-registering by e shows as
+        # β = -e/(1+e); rank by the 7-day β in the direction of the step, in se units
         j = len(self.members)
-        beta_s, se_s, _ = self._solve(0)
-        beta_l, _, _ = self._solve(2)
-        if not was:
-            self.step_beta[:] = beta_l
-        move = beta_s[:j] - beta_l[:j]
-        zmove = np.abs(move) / np.where(se_s[:j] > 0, se_s[:j], np.inf)
-        order = np.argsort(-zmove)
+        beta_w, se_w, _ = self._solve(1)
+        step_sign = np.sign(found[0].estimate or 0.0) or 1.0
+        score = step_sign * beta_w[:j] / np.where(se_w[:j] > 0, se_w[:j], np.inf)
+        if self.type != "tank" and self.base[1] > 0 and self.mrecent_n[0] > 0:
+            # DOMAIN: rank customers by how well their own drop matches the step
+            missing = self.mbase / self.base[1] - self.mrecent
+            step_abs = (
+                (found[0].estimate or 0.0)
+                / 100.0
+                * (self.day[1] * 24.0 / max(self.day[2], 1.0) if self.day[2] else 0.0)
+            )
+            if step_abs == 0.0:
+                step_abs = float(np.sum(missing))
+            score = -np.abs(missing - step_abs) + np.where(
+                np.sign(missing) == np.sign(step_abs), 0.0, -np.inf
+            )
+        order = np.argsort(-score)
         ranked = [self.ids[int(self.members[k])] for k in order]
+        est = -beta_w[:j] / (1 + beta_w[:j])
         top = ", ".join(
-            f"{self.ids[int(self.members[k])]} ({-move[k] * 100:+.2f} %)" for k in order[:3]
+            f"{self.ids[int(self.members[k])]} ({est[k] * 100:+.2f} %)" for k in order[:3]
         )
+        if not was:
+            self.step_beta[:] = beta_w
         f = found[0]
         return [
             Finding(
