@@ -11,7 +11,10 @@ everything queued survives restarts and outages.
 The message body (webhooks and ``<topic>``) is the JSON of
 `AlertChange.to_dict()` plus ``event`` (``alert.created``, ``alert.updated``,
 ``alert.acknowledged``, ...), ``id`` (``<site>-<ledger index>``, unique per
-change and the same on every retry: deduplicate on it) and ``site``.
+change and the same on every retry: deduplicate on it), ``site``, and
+``ledger`` (the change's ledger entry, the tree head, signed if a key is
+configured, and the inclusion proof). The MQTT topic also keeps the latest
+tree head retained on ``<topic>/ledger``.
 """
 
 from __future__ import annotations
@@ -30,20 +33,42 @@ import httpx
 from anomaly.finding import Severity
 from drivers.reading import now_ns
 from gateway.alerts.model import SEVERITY_RANK, AlertChange
+from gateway.alerts.store import AlertStore
 from gateway.config import Settings
 from gateway.delivery.mqtt import TARGET as MQTT_TARGET
 from gateway.delivery.mqtt import MqttAlertPublisher, MqttTarget
 from gateway.delivery.queue import DeliveryQueue
 from gateway.delivery.webhook import WebhookSender, WebhookTarget
 from gateway.delivery.worker import Backoff, drain
+from gateway.ledger.store import Ledger
 
 
-def change_body(change: AlertChange) -> tuple[str, str, bytes]:
-    """``(uid, event, body)`` of the message for one change."""
+def ledger_proof(ledger: Ledger, index: int) -> dict[str, Any]:
+    """The change's ledger entry (exact text), the current tree head, and the inclusion proof."""
+    head = ledger.head()
+    entry = ledger.entry(index)
+    return {
+        "index": index,
+        "entry": entry.raw.decode("utf-8"),
+        "leaf_hash": entry.leaf_hash,
+        "proof": [p.hex() for p in ledger.inclusion_proof(index, head.size)],
+        "head": head.to_dict(),
+    }
+
+
+def change_body(change: AlertChange, *, ledger: Ledger | None = None) -> tuple[str, str, bytes]:
+    """``(uid, event, body)`` of the message for one change.
+
+    With `ledger`, the body carries ``ledger``: the change's entry, the
+    (signed) tree head and the inclusion proof, so a receiver such as a
+    central office can keep the roots and check every entry independently.
+    """
     uid = f"{change.alert.site}-{change.ledger_index}"
     event = f"alert.{change.kind.value}"
     doc: dict[str, Any] = {"event": event, "id": uid, "site": change.alert.site}
     doc.update(change.to_dict())
+    if ledger is not None:
+        doc["ledger"] = ledger_proof(ledger, change.ledger_index)
     # Non-finite scores become null: the body must be strict JSON for any receiver.
     body = json.dumps(_finite(doc), separators=(",", ":"), allow_nan=False).encode("utf-8")
     return uid, event, body
@@ -81,6 +106,7 @@ class AlertDelivery:
         self._rng = random.Random(seed)  # noqa: S311 - jitter, not cryptography
         self._wake: dict[str, asyncio.Event] = {t: asyncio.Event() for t in self.targets}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.ledger: Ledger | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, path: str | Path | None = None) -> AlertDelivery:
@@ -95,13 +121,14 @@ class AlertDelivery:
     def targets(self) -> list[str]:
         return [w.target for w in self.webhooks] + ([MQTT_TARGET] if self.mqtt else [])
 
-    def attach(self, store: Any) -> None:
-        """Register `on_change` as a listener of an `AlertStore`."""
+    def attach(self, store: AlertStore) -> None:
+        """Register `on_change` as a listener of `store`; bodies then carry ledger proofs."""
+        self.ledger = store.ledger
         store.add_listener(self.on_change)
 
     def on_change(self, change: AlertChange) -> None:
         """Queue the messages for one change (sync, any thread; one quick insert each)."""
-        uid, event, body = change_body(change)
+        uid, event, body = change_body(change, ledger=self.ledger)
         now = now_ns()
         woken: list[str] = []
         rank = SEVERITY_RANK[change.alert.severity]
@@ -122,6 +149,17 @@ class AlertDelivery:
                 topic=f"{topic}/{change.alert.id}",
                 retain=True,
             )
+            if self.ledger is not None:
+                # The latest (signed) tree head, retained: what a central office collects.
+                self.queue.put(
+                    MQTT_TARGET,
+                    uid=f"{uid}-head",
+                    event="ledger.head",
+                    payload=json.dumps(self.ledger.head().to_dict()).encode("utf-8"),
+                    now_ns=now,
+                    topic=f"{topic}/ledger",
+                    retain=True,
+                )
             woken.append(MQTT_TARGET)
         loop = self._loop
         if loop is not None:

@@ -91,6 +91,11 @@ async def test_alert_changes_on_the_topic_and_retained_state(
             if delivery.stats()["mqtt"]["pending"] == 0:
                 break
             await asyncio.sleep(0.05)
+    # the latest tree head is retained for whoever collects roots
+    lines = await asyncio.to_thread(
+        mosquitto_sub, mosquitto, "mw-test/s1/alerts/ledger", count=1, wait_s=5
+    )
+    assert json.loads(lines[0].split(" ", 1)[1])["size"] == store.ledger.size
     # resolved: the retained state is cleared
     lines = await asyncio.to_thread(
         mosquitto_sub, mosquitto, f"mw-test/s1/alerts/{change.alert.id}", count=1, wait_s=1
@@ -121,7 +126,8 @@ async def test_broker_outage_loses_nothing(
                 for i in range(3)
             ]
             await asyncio.sleep(0.5)
-            assert delivery.stats()["mqtt"]["pending"] == 6  # event + state per change
+            # per change: the event, the alert's retained state, the retained tree head
+            assert delivery.stats()["mqtt"]["pending"] == 9
             await asyncio.to_thread(mosquitto.start)
             for _ in range(200):
                 if delivery.stats()["mqtt"]["pending"] == 0:
@@ -132,8 +138,10 @@ async def test_broker_outage_loses_nothing(
         mosquitto.start()
     # every alert's retained state reached the broker (persistence is on in the fixture)
     lines = await asyncio.to_thread(
-        mosquitto_sub, mosquitto, "mw-outage/s1/alerts/+", count=3, wait_s=5
+        mosquitto_sub, mosquitto, "mw-outage/s1/alerts/+", count=4, wait_s=5
     )
-    ids = sorted(json.loads(line.split(" ", 1)[1])["id"] for line in lines)
+    retained = dict(line.split(" ", 1) for line in lines)
+    assert json.loads(retained.pop("mw-outage/s1/alerts/ledger"))["size"] == store.ledger.size
+    ids = sorted(json.loads(body)["id"] for body in retained.values())
     assert ids == sorted(c.alert.id for c in changes if c is not None)
     delivery.close()

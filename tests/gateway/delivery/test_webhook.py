@@ -17,6 +17,7 @@ import pytest
 from anomaly.finding import Severity
 from gateway.alerts import AlertAction, AlertStore
 from gateway.delivery import AlertDelivery, Backoff, WebhookTarget
+from gateway.evidence.verify_bundle import leaf_hash, root_from_inclusion
 from tests.gateway.delivery.conftest import Receiver, finding
 from tests.services import free_port
 
@@ -74,6 +75,17 @@ async def test_changes_arrive_signed_and_in_order(
         assert r.headers["x-meterwatch-delivery"] == b["id"] == f"s1-{b['ledger_index']}"
         assert r.headers["content-type"] == "application/json"
         assert r.path == "/hook?token=abc"
+        # the body carries the change's ledger entry with a proof to the tree head
+        led = b["ledger"]
+        entry = json.loads(led["entry"])
+        assert entry["alert_id"] == b["alert"]["id"] and entry["type"] == b["event"]
+        root = root_from_inclusion(
+            leaf_hash(led["entry"].encode()),
+            led["index"],
+            led["head"]["size"],
+            [bytes.fromhex(p) for p in led["proof"]],
+        )
+        assert root is not None and root.hex() == led["head"]["root"]
     delivery.close()
 
 
