@@ -248,8 +248,8 @@ _CATALOGUE: dict[str, tuple[str, tuple[Condition, ...]]] = {
         (_c("meter-1", L.COMM_LOSS, 3.25, end_day=4.75),),
     ),
     "clock_skew": (
-        "meter-4's clock jumps 600 s ahead on day 3 and gains 30 s a day.",
-        (_c("meter-4", L.CLOCK_SKEW, 3.0, magnitude=600.0, drift_s_per_day=30.0),),
+        "water-1's clock jumps 600 s ahead on day 3 and gains 30 s a day.",
+        (_c("water-1", L.CLOCK_SKEW, 3.0, magnitude=600.0, drift_s_per_day=30.0),),
     ),
 }
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from drivers.errors import ProfileError
+from drivers.profiles import load_profile
 from simulators.catalogue import get_scenario
 from simulators.site import SiteSim
 from simulators.spec import (
@@ -66,11 +68,14 @@ def generate(
     days: int = 30,
     step_s: Mapping[str, float] | None = None,
     start_ns: int | None = None,
+    all_fields: bool = False,
 ) -> OfflineRun:
     """Generate `days` days of `scenario` (catalogue name, bundled file name, path or object).
 
     `step_s` overrides sample intervals per device kind (``{"electricity": 60}``);
     `start_ns` overrides the run start (default: the scenario's, a fixed Monday).
+    Each device keeps only the fields its profile exposes (what a gateway
+    would read), unless `all_fields` is true or the profile is unknown.
     """
     if days < 1:
         raise ValueError(f"days must be at least 1, got {days}")
@@ -89,6 +94,10 @@ def generate(
     for spec in scn.devices:
         chunks = parts[spec.id]
         names = list(chunks[0][1])
+        if not all_fields:
+            exposed = profile_fields(spec)
+            if exposed is not None:
+                names = [n for n in names if n in exposed]
         devices[spec.id] = DeviceStream(
             kind=spec.kind.value,
             ts_ns=np.concatenate([c[0] for c in chunks]),
@@ -103,6 +112,15 @@ def generate(
         groups=list(scn.groups),
         truth=scn.truth(),
     )
+
+
+def profile_fields(spec: DeviceSpec) -> frozenset[str] | None:
+    """Canonical fields the device's profile exposes; None when the profile is unknown."""
+    try:
+        profile = load_profile(spec.profile, kind=spec.kind)
+    except ProfileError:
+        return None
+    return frozenset(profile.field_names)
 
 
 def with_overrides(

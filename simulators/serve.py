@@ -365,23 +365,33 @@ async def _publish_loop(
     """Publish every MQTT device's sample when it changes, and at least every `period_s`."""
     rng = random.Random()  # noqa: S311 (backoff jitter, not cryptography)
     attempt = 0
-    lwt = [t for _id, t, p in targets if p.mqtt and p.mqtt.decoder is PayloadDecoder.TASMOTA]
+    tasmota = {
+        dev_id: topic
+        for dev_id, topic, p in targets
+        if p.mqtt is not None and p.mqtt.decoder is PayloadDecoder.TASMOTA
+    }
     while True:
         try:
-            async with aiomqtt.Client(host, port, identifier=f"mw-sim-{os.getpid()}") as client:
+            client_id = f"mw-sim-{os.getpid()}-{id(sim):x}"
+            async with aiomqtt.Client(host, port, identifier=client_id) as client:
                 if attempt:
                     log.info("simulator MQTT publisher reconnected to %s:%s", host, port)
                 attempt = 0
-                for topic in lwt:
-                    await client.publish(f"tele/{topic}/LWT", b"Online", qos=1, retain=True)
+                online: dict[str, bool] = {}
                 last: dict[str, tuple[int, float]] = {}
                 while True:
                     now = time.monotonic()
                     for dev_id, topic, profile in targets:
                         sample = engine.sample(dev_id)
-                        prev = last.get(dev_id)
+                        if dev_id in tasmota and online.get(dev_id) != sample.ok:
+                            # Tasmota's availability topic (the broker sends its
+                            # last will "Offline" for a real device that drops off)
+                            state = b"Online" if sample.ok else b"Offline"
+                            await client.publish(f"tele/{topic}/LWT", state, qos=1, retain=True)
+                            online[dev_id] = sample.ok
                         if not sample.ok:
                             continue
+                        prev = last.get(dev_id)
                         if prev and prev[0] == sample.index and now - prev[1] < period_s:
                             continue
                         for t, payload in mqtt_payloads(profile, topic, sample):

@@ -346,9 +346,9 @@ def test_comm_loss() -> None:
 
 def test_clock_skew() -> None:
     r = run("clock_skew")
-    s = r.devices["meter-4"]
+    s = r.devices["water-1"]
     skew = s.fields["device_clock_s"] - s.ts_ns / 1e9
-    w = window(r, "meter-4", 3, DAYS)
+    w = window(r, "water-1", 3, DAYS)
     assert np.all(np.abs(skew[~w]) < 1.0)
     rel_days = (s.ts_ns[w] - s.ts_ns[0]) / DAY_NS - 3.0
     assert np.allclose(skew[w], 600 + 30 * rel_days, atol=1.0)
