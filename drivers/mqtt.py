@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiomqtt
+from paho.mqtt import client as mqtt_client
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -151,7 +152,8 @@ def _client(link: MqttLink, client_id: str) -> aiomqtt.Client:
         password=link.password,
         protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
         clean_session=None if v5 else False,
-        clean_start=False,
+        # paho refuses clean_start on 3.1.1, where clean_session=False does the job
+        clean_start=False if v5 else mqtt_client.MQTT_CLEAN_START_FIRST_ONLY,
         properties=properties,
         keepalive=link.keepalive_s,
         tls_context=tls_context,

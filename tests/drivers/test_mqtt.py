@@ -1,0 +1,141 @@
+"""MQTT subscription against a real Mosquitto, fed by mosquitto_pub."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+from collections.abc import AsyncIterator
+
+import pytest
+
+from drivers.bus import run_bus
+from drivers.links import MqttLink, SubscribedDevice
+from drivers.profiles import load_profile
+from drivers.reading import DeviceKind, Quality
+from drivers.status import BusStatus, DeviceState
+from tests.drivers.conftest import Collector
+from tests.services import ServiceProcess
+
+pytestmark = pytest.mark.integration
+
+PLUG = SubscribedDevice("plug-1", load_profile("tasmota_energy"), "plug1")
+SHELLY = SubscribedDevice("shelly-1", load_profile("shelly_em"), "shellypro-a1")
+WATER = SubscribedDevice(
+    "water-9", load_profile("json_generic", kind=DeviceKind.WATER), "site/water/9"
+)
+DEVICES = [PLUG, SHELLY, WATER]
+
+
+async def _pub(broker: ServiceProcess, topic: str, payload: str, *, qos: int = 1) -> None:
+    exe = shutil.which("mosquitto_pub")
+    assert exe, "mosquitto_pub is not installed"
+    proc = await asyncio.create_subprocess_exec(
+        exe, "-h", broker.host, "-p", str(broker.port), "-q", str(qos), "-t", topic,
+        "-m", payload,
+    )
+    assert await proc.wait() == 0
+
+
+async def _until(cond, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout_s):
+        while not cond():
+            await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def _subscribed(link: MqttLink, sink: Collector) -> AsyncIterator[BusStatus]:
+    status = BusStatus()
+    task = asyncio.create_task(run_bus(link, DEVICES, sink, status=status))
+    try:
+        await _until(lambda: status.connected)
+        await asyncio.sleep(0.3)  # let SUBACK arrive
+        yield status
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_decodes_tasmota_shelly_and_json(
+    mosquitto: ServiceProcess, collector: Collector, protocol: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    link = MqttLink(mosquitto.host, mosquitto.port, protocol=protocol,
+                    client_id=f"mw-test-decode-{protocol}")
+    caplog.set_level(logging.WARNING, logger="meterwatch.drivers.mqtt")
+    async with _subscribed(link, collector) as status:
+        energy = {"ENERGY": {"Total": 10.5, "Power": 120, "Voltage": 230, "Current": 0.52}}
+        await _pub(mosquitto, "tele/plug1/SENSOR", json.dumps(energy))
+        await _pub(mosquitto, "shellypro-a1/status/em1:0",
+                   json.dumps({"id": 0, "voltage": 231.2, "act_power": 99.5, "pf": 0.9}))
+        await _pub(mosquitto, "shellypro-a1/status/em1data:0",
+                   json.dumps({"id": 0, "total_act_energy": 5000.0}))
+        await _pub(mosquitto, "site/water/9", json.dumps({"volume_forward_m3": 77.25}))
+        for bad in ("not json", '{"ENERGY": 5}', "[]"):
+            await _pub(mosquitto, "tele/plug1/SENSOR", bad)
+        await _pub(mosquitto, "tele/plug1/SENSOR", json.dumps(energy))
+        await _pub(mosquitto, "tele/plug1/LWT", "Offline")
+        await _until(lambda: len(collector.readings) >= 6)
+        await _until(lambda: status.devices["plug-1"].malformed == 3)
+    plug = collector.of("plug-1")
+    assert [r.quality for r in plug] == [Quality.OK, Quality.OK, Quality.DISCONNECTED]
+    assert plug[0].fields == {"energy_import_kwh": 10.5, "power_total_w": 120.0,
+                              "voltage_l1_v": 230.0, "current_l1_a": 0.52}
+    assert plug[2].fields == {}
+    assert [r.seq - plug[0].seq for r in plug] == [0, 1, 2]
+    shelly = collector.of("shelly-1")
+    assert shelly[0].fields == {"voltage_l1_v": 231.2, "power_total_w": 99.5, "power_factor": 0.9}
+    assert shelly[1].fields == {"energy_import_kwh": 5.0}
+    assert collector.of("water-9")[0].fields == {"volume_forward_m3": 77.25}
+    assert status.devices["plug-1"].state is DeviceState.DOWN  # reported Offline
+    assert status.devices["water-9"].state is DeviceState.UP
+    malformed_logs = [r for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(malformed_logs) == 1  # three malformed messages, one log line
+
+
+async def test_persistent_session_delivers_what_was_published_while_away(
+    mosquitto: ServiceProcess, collector: Collector,
+) -> None:
+    link = MqttLink(mosquitto.host, mosquitto.port, protocol="5", client_id="mw-test-persist")
+    async with _subscribed(link, collector):
+        pass  # registers the session and its subscriptions
+    for i in range(5):
+        await _pub(mosquitto, "site/water/9", json.dumps({"volume_forward_m3": i}))
+    async with _subscribed(link, collector):
+        await _until(lambda: len(collector.of("water-9")) >= 5)
+    assert [r.fields["volume_forward_m3"] for r in collector.of("water-9")] == [0, 1, 2, 3, 4]
+
+
+async def test_311_persistent_session(mosquitto: ServiceProcess, collector: Collector) -> None:
+    link = MqttLink(mosquitto.host, mosquitto.port, protocol="3.1.1", client_id="mw-test-p311")
+    async with _subscribed(link, collector):
+        pass
+    await _pub(mosquitto, "site/water/9", json.dumps({"volume_forward_m3": 1.5}))
+    async with _subscribed(link, collector):
+        await _until(lambda: len(collector.of("water-9")) >= 1)
+    assert collector.of("water-9")[0].fields == {"volume_forward_m3": 1.5}
+
+
+async def test_reconnects_after_broker_restart(
+    mosquitto: ServiceProcess, collector: Collector
+) -> None:
+    link = MqttLink(mosquitto.host, mosquitto.port, protocol="5", client_id="mw-test-restart",
+                    backoff_cap_s=1.0)
+    async with _subscribed(link, collector) as status:
+        await _pub(mosquitto, "site/water/9", json.dumps({"volume_forward_m3": 1}))
+        await _until(lambda: len(collector.readings) == 1)
+        try:
+            await asyncio.to_thread(mosquitto.stop)
+            await _until(lambda: not status.connected)
+        finally:
+            await asyncio.to_thread(mosquitto.start)
+        await _until(lambda: status.connected, timeout_s=15)
+        await asyncio.sleep(0.3)
+        await _pub(mosquitto, "site/water/9", json.dumps({"volume_forward_m3": 2}))
+        await _until(lambda: len(collector.readings) == 2)
+    assert [r.fields["volume_forward_m3"] for r in collector.readings] == [1, 2]
+    assert status.disconnects >= 1 and status.connects >= 2
