@@ -123,7 +123,8 @@ class ReadingEncoder:
         if quality is None:
             quality = self._quality[reading.quality] = format_value(str(reading.quality))
         seq = int(reading.seq)
-        return f"{prefix} {body}quality={quality},seq={seq}i {point_ts_ns(reading.ts_ns, seq)}"
+        ts = point_ts_ns(int(reading.ts_ns), seq)
+        return f"{prefix} {body}quality={quality},seq={seq}i {ts}"
 
     def _careful_fields(self, fields: Mapping[str, float]) -> str:
         parts = []

@@ -63,6 +63,10 @@ class Storage:
         """Durably take a batch of readings (shorthand for ``outbox.append_readings``)."""
         return await self.outbox.append_readings(readings)
 
+    async def persist(self, readings: Sequence[Reading]) -> None:
+        """The pipeline's ``persist`` callback: durably take a batch (raises if it cannot)."""
+        await self.outbox.append_readings(readings)
+
     async def run(self) -> None:
         """Forward the outbox (and maintain the embedded store) until cancelled."""
         async with asyncio.TaskGroup() as tg:

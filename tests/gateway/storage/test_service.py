@@ -63,14 +63,15 @@ async def test_open_storage_embedded_end_to_end(tmp_path: Path) -> None:
     settings = StorageSettings(data_dir=tmp_path, outbox_max_mb=1)
     storage = await open_storage(settings, site_id="site-1", device_profiles={"w1": "water_meter"})
     assert isinstance(storage.store, EmbeddedStore)
-    result = await storage.append(_readings("w1", 100))
-    assert result.points == 100
+    result = await storage.append(_readings("w1", 100)[:60])
+    assert result.points == 60
+    await storage.persist(_readings("w1", 100)[60:])  # the pipeline's callback
     await storage.outbox.append_lines(
         EntryKind.ALERT,
         [encode_point("meterwatch_alerts", {"device": "w1"}, {"detector": "x"}, BASE_NS)],
     )
     m = storage.metrics()
-    assert (m["outbox_points"], m["outbox_entries"], m["appended_points"]) == (101, 2, 101)
+    assert (m["outbox_points"], m["outbox_entries"], m["appended_points"]) == (101, 3, 101)
     await _run_until_empty(storage)
     m = storage.metrics()
     assert m["outbox_points"] == 0 and m["written_points"] == 101 and m["write_rate_pps"] > 0
