@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -39,9 +39,10 @@ async def _pub(broker: ServiceProcess, topic: str, payload: str, *, qos: int = 1
     assert await proc.wait() == 0
 
 
-async def _until(cond, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+async def _until(cond: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll `cond` (set by the driver's callbacks, which offer no event to wait on)."""
     async with asyncio.timeout(timeout_s):
-        while not cond():
+        while not cond():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
 
