@@ -79,6 +79,15 @@ class SimEngine:
                 del self._days[old]
         return self._days[d]
 
+    def warm(self, at_ns: int | None = None) -> None:
+        """Generate every day up to `at_ns` (default: now) ahead of the first request.
+
+        Call it in a worker thread before serving: a run that starts days
+        before the current time otherwise generates them on the first poll.
+        """
+        at = self.clock.now_ns() if at_ns is None else at_ns
+        self._day(int(max(0, at - self.scenario.start_ns) // (DAY_S * NS_PER_S)))
+
     def sample(self, device_id: str, at_ns: int | None = None) -> Sample:
         """The sample `device_id` shows at simulated time `at_ns` (default: now)."""
         at = self.clock.now_ns() if at_ns is None else at_ns

@@ -438,6 +438,7 @@ async def serve(
     if at_ns is None:
         at_ns = time.time_ns() if start_ns is None else run_start
     engine = SimEngine(scn, seed=seed, clock=SimClock(at_ns, speed=speed))
+    await asyncio.to_thread(engine.warm)  # days before `at_ns`, off the event loop
     sim = Simulation(scn, engine)
     sim.modbus_host = host
     sim_devices: list[SimDevice] = []
