@@ -166,14 +166,18 @@ def render_chart(alert: Alert, readings: Sequence[Reading]) -> bytes:
 def _readme(alert: Alert, size: int, root: str, digest: str, *, signed: bool) -> str:
     sig_steps = (
         """
-5. Check the tree head's signature (the ledger signs its heads with Ed25519):
+5. The ledger signs its tree heads with Ed25519. verify_bundle.py checks the
+   signature itself; pin the key the operator registered with
+
+       python3 verify_bundle.py --public-key <HEX>
+
+   or check it independently with OpenSSL 3:
 
        openssl pkeyutl -verify -pubin -inkey ledger/public_key.pem -rawin \\
            -in ledger/tree_head.msg -sigfile ledger/tree_head.sig
 
-   prints "Signature Verified Successfully". Compare the public key with the
-   one the operator registered (ledger/tree_head.json, "public_key").
-   tree_head.msg holds the size, root and time of tree_head.json.
+   which prints "Signature Verified Successfully". tree_head.msg holds the
+   size, root and time of tree_head.json, exactly as signed.
 """
         if signed
         else """

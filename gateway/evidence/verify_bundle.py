@@ -2,6 +2,7 @@
 """Verify a meterwatch evidence bundle. Needs only Python 3.10+ and its standard library.
 
 Usage:  python3 verify_bundle.py [BUNDLE.zip | DIRECTORY] [--root HEX] [--size N]
+                                 [--public-key HEX]
 
 Without an argument it checks the directory this script is in (the
 extracted bundle). It checks, and prints, each of:
@@ -13,9 +14,9 @@ extracted bundle). It checks, and prints, each of:
    verification), is about this alert, and the last one gives its status;
 3. with --root (and optionally --size), that the tree head equals a root you
    obtained independently (the central office, another copy of the ledger);
-4. the tree head's Ed25519 signature, if the bundle is signed and the
-   `cryptography` package happens to be installed (otherwise the README
-   shows the equivalent `openssl` command).
+4. the tree head's Ed25519 signature, if the ledger signs its heads (RFC 8032
+   verification below; the README also shows the equivalent `openssl`
+   command), and with --public-key that the signer is the registered key.
 
 Canonical form of readings, for anyone re-implementing the digest: the line
 ``meterwatch-readings-v1`` followed by one line per reading, readings sorted
@@ -139,6 +140,85 @@ def root_from_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[byte
     return r if sn == 0 else None
 
 
+# --- Ed25519 signature verification (RFC 8032 section 5.1.7), for the tree head ----------
+# Verification only, on public data: no secret is ever handled here, so a plain,
+# readable big-integer implementation is fine (a few milliseconds per signature).
+
+_P = 2**255 - 19
+_L = 2**252 + 27742317777372353535851937790883648493
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+Point = tuple[int, int, int, int]  # extended coordinates (X, Y, Z, T), x = X/Z, y = Y/Z
+
+
+def _recover_x(y: int, sign: int) -> int | None:
+    if y >= _P:
+        return None
+    x2 = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P) % _P
+    if x2 == 0:
+        return None if sign else 0
+    x = pow(x2, (_P + 3) // 8, _P)
+    if (x * x - x2) % _P != 0:
+        x = x * _SQRT_M1 % _P
+    if (x * x - x2) % _P != 0:
+        return None
+    return _P - x if (x & 1) != sign else x
+
+
+_BY = 4 * pow(5, _P - 2, _P) % _P
+_BX = _recover_x(_BY, 0) or 0
+_BASE: Point = (_BX, _BY, 1, _BX * _BY % _P)
+
+
+def _add(p: Point, q: Point) -> Point:
+    x1, y1, z1, t1 = p
+    x2, y2, z2, t2 = q
+    a = (y1 - x1) * (y2 - x2) % _P
+    b = (y1 + x1) * (y2 + x2) % _P
+    c = t1 * 2 * _D * t2 % _P
+    d = z1 * 2 * z2 % _P
+    e, f, g, h = b - a, d - c, d + c, b + a
+    return (e * f % _P, g * h % _P, f * g % _P, e * h % _P)
+
+
+def _multiply(scalar: int, point: Point) -> Point:
+    result: Point = (0, 1, 1, 0)
+    while scalar:
+        if scalar & 1:
+            result = _add(result, point)
+        point = _add(point, point)
+        scalar >>= 1
+    return result
+
+
+def _decompress(data: bytes) -> Point | None:
+    if len(data) != 32:
+        return None
+    y = int.from_bytes(data, "little")
+    sign, y = y >> 255, y & ((1 << 255) - 1)
+    x = _recover_x(y, sign)
+    return None if x is None else (x, y, 1, x * y % _P)
+
+
+def ed25519_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """True when `signature` is `public_key`'s Ed25519 signature of `message`."""
+    if len(public_key) != 32 or len(signature) != 64:
+        return False
+    a = _decompress(public_key)
+    r = _decompress(signature[:32])
+    s = int.from_bytes(signature[32:], "little")
+    if a is None or r is None or s >= _L:
+        return False
+    h = int.from_bytes(hashlib.sha512(signature[:32] + public_key + message).digest(), "little")
+    left = _multiply(s, _BASE)
+    right = _add(r, _multiply(h % _L, a))
+    # Compare projectively: x1/z1 == x2/z2 and y1/z1 == y2/z2.
+    return (left[0] * right[2] - right[0] * left[2]) % _P == 0 and (
+        left[1] * right[2] - right[1] * left[2]
+    ) % _P == 0
+
+
 # --- the checks -----------------------------------------------------------------------
 
 
@@ -170,7 +250,13 @@ class Bundle:
         return json.loads(self.text(name))
 
 
-def check(bundle: Bundle, *, root: str | None = None, size: int | None = None) -> list[str]:
+def check(
+    bundle: Bundle,
+    *,
+    root: str | None = None,
+    size: int | None = None,
+    public_key: str | None = None,
+) -> list[str]:
     """Run every check; returns the list of failures (empty = verified). Prints progress."""
     failures: list[str] = []
 
@@ -227,21 +313,22 @@ def check(bundle: Bundle, *, root: str | None = None, size: int | None = None) -
             head["root"] == root.lower() and (size is None or head["size"] == size),
             f"the tree head matches the independently obtained root {root[:16]}...",
         )
+    if public_key is not None:
+        result(
+            (head.get("public_key") or "") == public_key.lower(),
+            f"the tree head is signed by the registered key {public_key[:16]}...",
+        )
     if head.get("signature"):
         message = HEAD_CONTEXT + f"{head['size']}\n{head['root']}\n{head['ts_ns']}\n".encode()
         try:
-            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-        except ImportError:
-            print("SKIP  tree head signature: verify it with openssl as README.txt shows")
-        else:
-            try:
-                Ed25519PublicKey.from_public_bytes(bytes.fromhex(head["public_key"])).verify(
-                    bytes.fromhex(head["signature"]), message
-                )
-                good = True
-            except Exception:  # InvalidSignature, or a malformed key
-                good = False
-            result(good, f"the tree head is signed by Ed25519 key {head['public_key'][:16]}...")
+            good = ed25519_verify(
+                bytes.fromhex(head["public_key"]), message, bytes.fromhex(head["signature"])
+            )
+        except (ValueError, TypeError):
+            good = False
+        result(good, f"the tree head's Ed25519 signature by key {head['public_key'][:16]}...")
+    elif public_key is not None:
+        result(False, "the tree head is signed")
     return failures
 
 
@@ -250,10 +337,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("bundle", nargs="?", help="bundle .zip or extracted directory")
     parser.add_argument("--root", help="a tree root (hex) obtained independently")
     parser.add_argument("--size", type=int, help="the tree size of --root")
+    parser.add_argument("--public-key", help="the ledger's registered Ed25519 public key (hex)")
     args = parser.parse_args(argv)
     source = Path(args.bundle) if args.bundle else Path(__file__).resolve().parent
     try:
-        failures = check(Bundle(source), root=args.root, size=args.size)
+        failures = check(Bundle(source), root=args.root, size=args.size, public_key=args.public_key)
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         print(f"FAIL  cannot read the bundle: {exc!r}")
         return 1
