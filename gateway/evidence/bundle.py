@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from drivers.reading import Reading
 from gateway.alerts.model import Alert, HistoryEntry
-from gateway.evidence.digest import readings_csv, readings_digest
+from gateway.evidence.digest import iso_utc, readings_csv, readings_digest
 from gateway.ledger.store import Ledger
 
 _CHART_LOCK = threading.Lock()  # matplotlib's font cache and rcParams are not thread-safe
@@ -156,7 +156,9 @@ def render_chart(alert: Alert, readings: Sequence[Reading]) -> bytes:
             if i == 0 and devices:
                 ax.legend(fontsize=7, loc="upper left")
         if names:
-            fig.axes[-1].set_xlabel("hours since the start of the cited window (UTC)", fontsize=8)
+            fig.axes[-1].set_xlabel(
+                f"hours since {iso_utc(t0)} (start of the cited window)", fontsize=8
+            )
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png", metadata={"Software": None})
@@ -190,7 +192,8 @@ def _readme(alert: Alert, size: int, root: str, digest: str, *, signed: bool) ->
 Alert:     {alert.id}, {alert.detector} on device {alert.device} (site {alert.site})
 Status:    {alert.status.value}, severity {alert.severity.value}, {alert.count} finding(s)
 Finding:   {alert.explanation}
-Window:    {alert.window_start_ns} .. {alert.window_end_ns} (UTC nanoseconds)
+Window:    {iso_utc(alert.window_start_ns)} .. {iso_utc(alert.window_end_ns)}
+           ({alert.window_start_ns} .. {alert.window_end_ns} ns since 1970, UTC)
 Readings:  SHA-256 digest {digest}
 Ledger:    tree of {size} entries, root {root}
 

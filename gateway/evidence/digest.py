@@ -39,7 +39,8 @@ def readings_digest(readings: Sequence[Reading]) -> str:
     return digest_records((r.device_id, r.seq, r.ts_ns, str(r.quality), r.fields) for r in readings)
 
 
-def _iso(ts_ns: int) -> str:
+def iso_utc(ts_ns: int) -> str:
+    """``2026-11-28T08:00:00.123Z`` (milliseconds) for a UTC nanosecond timestamp."""
     seconds, ns = divmod(ts_ns, 1_000_000_000)
     moment = datetime.fromtimestamp(seconds, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns // 1_000_000:03d}Z"
@@ -60,7 +61,7 @@ def readings_csv(readings: Sequence[Reading]) -> str:
                 r.device_id,
                 r.seq,
                 r.ts_ns,
-                _iso(r.ts_ns),
+                iso_utc(r.ts_ns),
                 str(r.quality),
                 *(repr(float(r.fields[n])) if n in r.fields else "" for n in names),
             ]
