@@ -62,9 +62,7 @@ class DeviceDetail(DeviceStatus):
     mpe_pct: float | None = None
     latest: ReadingOut | None = None
     open_alerts: int = Field(0, description="alerts of this device not resolved or dismissed")
-    open_alerts_truncated: bool = Field(
-        False, description="open_alerts counted only the first 1000"
-    )
+    open_alerts_truncated: bool = Field(False, description="open_alerts counted only the first 100")
 
 
 class Health(StrEnum):

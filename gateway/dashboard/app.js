@@ -226,6 +226,7 @@ function renderAlerts() {
   const body = $("alerts-body");
   const list = sortedAlerts([...state.alerts.values()]);
   body.replaceChildren(...list.map((a) => alertRow(a, true)));
+  for (const a of list) a.fresh = false; // highlight a new change once, not on every render
   $("alert-count").textContent = "(" + list.length + ")";
   $("alerts-empty").hidden = list.length > 0;
 }
