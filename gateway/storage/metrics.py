@@ -29,7 +29,9 @@ def health_status(metrics: dict[str, Any]) -> str:
         failing and metrics["outbox_oldest_age_s"] >= BACKLOG_FAILING_AGE_S
     ):
         return HEALTH_FAILING
-    if failing or fill >= OUTBOX_DEGRADED_FILL or metrics["quarantined_entries"] > 0:
+    # Refusals since this process started (the persisted quarantine count would keep the
+    # status degraded forever after one refusal).
+    if failing or fill >= OUTBOX_DEGRADED_FILL or metrics["rejected_entries"] > 0:
         return HEALTH_DEGRADED
     return HEALTH_OK
 
@@ -71,6 +73,11 @@ _COUNTERS = (
     ),
     ("meterwatch_storage_written_points", "written_points", "Points acknowledged by the store."),
     ("meterwatch_storage_write_errors", "write_errors", "Failed or refused sends."),
+    (
+        "meterwatch_storage_rejected_entries",
+        "rejected_entries",
+        "Outbox entries the store refused since start (quarantined).",
+    ),
 )
 
 

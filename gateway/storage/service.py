@@ -104,6 +104,7 @@ class Storage:
             "written_points": f.sent_points,
             "write_batches": f.sent_batches,
             "write_errors": f.errors,
+            "rejected_entries": f.rejected_entries,
             "write_rate_pps": round(f.write_rate_pps, 3),
             "consecutive_failures": f.consecutive_failures,
             "forwarder_state": f.state.value,

@@ -247,12 +247,12 @@ def test_health_verdict() -> None:
         "outbox_max_bytes": 1000,
         "consecutive_failures": 0,
         "outbox_oldest_age_s": 0.0,
-        "quarantined_entries": 0,
+        "rejected_entries": 0,
     }
     assert health_status(base) == "ok"
     assert health_status({**base, "consecutive_failures": 2}) == "degraded"
     assert health_status({**base, "outbox_bytes": 850}) == "degraded"
-    assert health_status({**base, "quarantined_entries": 1}) == "degraded"
+    assert health_status({**base, "rejected_entries": 1}) == "degraded"
     assert health_status({**base, "outbox_bytes": 960}) == "failing"
     assert (
         health_status({**base, "consecutive_failures": 1, "outbox_oldest_age_s": 301}) == "failing"
