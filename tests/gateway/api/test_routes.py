@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from drivers.reading import DeviceKind, Reading, now_ns
-from gateway.api.status import DeviceState
+from gateway.api import create_app
+from gateway.api.status import DeviceState, DeviceStatus
 from gateway.evidence import readings_digest
 from gateway.evidence.verify_bundle import Bundle, check
 from tests.gateway.api.conftest import (
@@ -315,3 +316,23 @@ async def test_metrics_count_requests_devices_and_alerts(
     assert 'meterwatch_devices{state="up"} 2.0' in text
     assert 'meterwatch_alerts{status="open"} 2.0' in text
     assert "n1" not in text.replace("/api/v1", "")  # no ids as labels
+
+
+class _BrokenStatus:
+    def devices(self) -> list[DeviceStatus]:
+        raise RuntimeError("status board gone")
+
+
+async def test_health_survives_a_failing_status_provider(world: World) -> None:
+    broken = create_app(
+        settings=world.settings,
+        alerts=world.alerts,
+        ledger=world.alerts.ledger,
+        store=world.store,
+        status=_BrokenStatus(),
+    )
+    async with asgi_client(broken) as c:
+        response = await c.get("/health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "degraded"
+    assert response.json()["reasons"] == ["device status unavailable"]
