@@ -17,7 +17,8 @@ idempotent timestamps turn into an overwrite.
 
 Bound: `max_bytes` (``storage.outbox_max_mb``) caps the stored payload bytes
 plus a fixed per-entry overhead; SQLite reuses the freed pages, so the file
-stays near that size. When an append would exceed it, the outbox drops, in
+stays near that size (plus its WAL, a few MiB between checkpoints; the file
+does not shrink after a backlog, it is reused). When an append would exceed it, the outbox drops, in
 this order: quarantined raw-reading entries, then the oldest raw-reading
 entries that the forwarder is not sending right now; if it still does not
 fit, a new raw-reading batch is itself dropped. Alert and ledger entries are
