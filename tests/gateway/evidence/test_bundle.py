@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from anomaly.finding import Finding
 from drivers.reading import DeviceKind, Reading
 from gateway.alerts import AlertAction, AlertStore
 from gateway.evidence import EvidenceError, build_bundle, readings_digest
+from gateway.ledger import TreeHead
 
 T0 = 1_764_300_000_000_000_000
 S = 1_000_000_000
@@ -86,6 +88,22 @@ def make_bundle(tmp_path: Path, *, signed: bool = False) -> tuple[bytes, AlertSt
     return data, store
 
 
+@dataclass(frozen=True)
+class Built:
+    data: bytes
+    head: TreeHead
+    public_key: str | None
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """One unsigned bundle for the module (rendering the chart is the slow part)."""
+    data, store = make_bundle(tmp_path_factory.mktemp("bundle"))
+    out = Built(data, store.ledger.head(), store.ledger.public_key)
+    store.close()
+    return out
+
+
 def run_verifier(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # -I -S: isolated, no site-packages: the verifier must need nothing but the standard library
     return subprocess.run(
@@ -106,8 +124,8 @@ def unpack(data: bytes, tmp_path: Path, name: str = "out") -> Path:
     return root
 
 
-def test_bundle_contents(tmp_path: Path) -> None:
-    data, store = make_bundle(tmp_path)
+def test_bundle_contents(tmp_path: Path, built: Built) -> None:
+    data = built.data
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         names = sorted(n.split("/", 1)[1] for n in z.namelist())
         assert names == [
@@ -130,17 +148,16 @@ def test_bundle_contents(tmp_path: Path) -> None:
         assert len(csv_lines) == 1 + 121 and csv_lines[0].startswith(
             "device,seq,ts_ns,time_utc,quality"
         )
-    store.close()
 
 
-def test_shipped_verifier_accepts_a_good_bundle_standalone(tmp_path: Path) -> None:
-    data, store = make_bundle(tmp_path)
+def test_shipped_verifier_accepts_a_good_bundle_standalone(tmp_path: Path, built: Built) -> None:
+    data = built.data
     root = unpack(data, tmp_path)
     done = run_verifier(root)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "VERIFIED" in done.stdout and "FAIL" not in done.stdout
     # against the root the central office holds, and a wrong one
-    head = store.ledger.head()
+    head = built.head
     assert run_verifier(root, "--root", head.root, "--size", str(head.size)).returncode == 0
     wrong = run_verifier(root, "--root", "ab" * 32)
     assert wrong.returncode == 1 and "independently obtained root" in wrong.stdout
@@ -153,11 +170,10 @@ def test_shipped_verifier_accepts_a_good_bundle_standalone(tmp_path: Path) -> No
         timeout=60,
     )
     assert done.returncode == 0, done.stdout
-    store.close()
 
 
-def test_shipped_verifier_rejects_a_tampered_csv(tmp_path: Path) -> None:
-    data, store = make_bundle(tmp_path)
+def test_shipped_verifier_rejects_a_tampered_csv(tmp_path: Path, built: Built) -> None:
+    data = built.data
     root = unpack(data, tmp_path)
     csv_path = root / "readings.csv"
     text = csv_path.read_text()
@@ -171,11 +187,10 @@ def test_shipped_verifier_rejects_a_tampered_csv(tmp_path: Path) -> None:
     lines = text.splitlines(keepends=True)
     csv_path.write_text("".join(lines[:5] + lines[6:]))
     assert run_verifier(root).returncode == 1
-    store.close()
 
 
-def test_shipped_verifier_rejects_tampered_ledger_material(tmp_path: Path) -> None:
-    data, store = make_bundle(tmp_path)
+def test_shipped_verifier_rejects_tampered_ledger_material(tmp_path: Path, built: Built) -> None:
+    data = built.data
     root = unpack(data, tmp_path)
     entries_path = root / "ledger" / "entries.json"
     entries = json.loads(entries_path.read_text())
@@ -188,11 +203,10 @@ def test_shipped_verifier_rejects_tampered_ledger_material(tmp_path: Path) -> No
     entries_path.write_text(
         json.dumps(json.loads((tmp_path / "x").read_text()) if False else entries)
     )
-    store.close()
 
 
-def test_status_edit_and_head_edit_are_rejected(tmp_path: Path) -> None:
-    data, store = make_bundle(tmp_path)
+def test_status_edit_and_head_edit_are_rejected(tmp_path: Path, built: Built) -> None:
+    data = built.data
     root = unpack(data, tmp_path)
     alert_path = root / "alert.json"
     alert = json.loads(alert_path.read_text())
@@ -206,7 +220,6 @@ def test_status_edit_and_head_edit_are_rejected(tmp_path: Path) -> None:
     head["size"] += 1
     head_path.write_text(json.dumps(head))
     assert run_verifier(root2).returncode == 1
-    store.close()
 
 
 def test_signed_bundle_verifies_with_the_script_and_openssl(tmp_path: Path) -> None:
@@ -256,8 +269,14 @@ def test_signed_bundle_verifies_with_the_script_and_openssl(tmp_path: Path) -> N
 
 
 def test_an_alert_without_history_is_refused(tmp_path: Path) -> None:
-    _, store = make_bundle(tmp_path)
-    alert = store.query().items[0]
+    store = AlertStore(tmp_path / "alerts.sqlite")
+    change = store.ingest(
+        Finding("integrity.counter_rollback", ("n2",), 1.0, 0.5, T0, T0 + S, "rollback"),
+        site="s1",
+        evidence_digest="00" * 32,
+    )
+    assert change is not None
+    alert = change.alert
     with pytest.raises(EvidenceError, match=f"alert {alert.id}: has no history"):
         build_bundle(alert, [], [], store.ledger)
     store.close()
