@@ -17,8 +17,9 @@ and the offending entry.
 
 from __future__ import annotations
 
+import contextlib
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -338,7 +339,25 @@ _GROUP_KEYS = {"id", "type", "reference", "members", "technical_loss_pct"}
 _COND_KEYS = {"device", "label", "start_day", "end_day", "magnitude", "params"}
 
 
+_GROUP_TYPES = ("tank", "feeder", "bulk", "check")
+
+
+@contextlib.contextmanager
+def _at(where: str) -> Iterator[None]:
+    """Turn a missing key or a wrong type inside one entry into a ScenarioError naming it."""
+    try:
+        yield
+    except ScenarioError:
+        raise
+    except KeyError as exc:
+        raise ScenarioError(f"{where}: missing key {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
+
+
 def _unknown(where: str, item: Mapping[str, Any], allowed: set[str]) -> None:
+    if not isinstance(item, Mapping):
+        raise ScenarioError(f"{where}: must be a table, got {type(item).__name__}")
     extra = sorted(set(item) - allowed)
     if extra:
         raise ScenarioError(f"{where}: unknown key(s) {extra} (allowed: {sorted(allowed)})")
@@ -365,15 +384,11 @@ def parse_scenario(data: Mapping[str, Any], *, source: str = "<scenario>") -> Sc
             raise ScenarioError(f"{source}.base: only 'standard' is known, got {data['base']!r}")
         devices += standard_devices()
         groups += standard_groups()
-    try:
-        for i, d in enumerate(data.get("devices", [])):
-            where = f"{source}: devices[{i}]"
+    for i, d in enumerate(data.get("devices", [])):
+        where = f"{source}: devices[{i}]"
+        with _at(where):
             _unknown(where, d, _DEVICE_KEYS)
-            try:
-                kind = DeviceKind(d["kind"])
-                transport = Transport(d.get("transport", "modbus"))
-            except ValueError as exc:
-                raise ScenarioError(f"{where}: {exc}") from None
+            kind = DeviceKind(d["kind"])
             devices.append(
                 DeviceSpec(
                     id=str(d["id"]),
@@ -381,16 +396,21 @@ def parse_scenario(data: Mapping[str, Any], *, source: str = "<scenario>") -> Sc
                     profile=str(d["profile"]),
                     accuracy_class=str(d.get("accuracy_class", _default_class(kind))),
                     true_error=float(d.get("true_error", 0.0)),
-                    transport=transport,
+                    transport=Transport(d.get("transport", "modbus")),
                     unit_id=None if d.get("unit_id") is None else int(d["unit_id"]),
-                    topic=d.get("topic"),
+                    topic=None if d.get("topic") is None else str(d["topic"]),
                     params=_params(where, d.get("params")),
                     step_s=None if d.get("step_s") is None else float(d["step_s"]),
                 )
             )
-        for i, g in enumerate(data.get("groups", [])):
-            where = f"{source}: groups[{i}]"
+    for i, g in enumerate(data.get("groups", [])):
+        where = f"{source}: groups[{i}]"
+        with _at(where):
             _unknown(where, g, _GROUP_KEYS)
+            if g["type"] not in _GROUP_TYPES:
+                raise ScenarioError(
+                    f"{where}.type: {g['type']!r} is not one of {', '.join(_GROUP_TYPES)}"
+                )
             groups.append(
                 GroupSpec(
                     id=str(g["id"]),
@@ -400,28 +420,25 @@ def parse_scenario(data: Mapping[str, Any], *, source: str = "<scenario>") -> Sc
                     technical_loss_pct=float(g.get("technical_loss_pct", 0.0)),
                 )
             )
-        conds: list[Condition] = []
-        for i, c in enumerate(data.get("conditions", [])):
-            where = f"{source}: conditions[{i}]"
+    conds: list[Condition] = []
+    for i, c in enumerate(data.get("conditions", [])):
+        where = f"{source}: conditions[{i}]"
+        with _at(where):
             _unknown(where, c, _COND_KEYS)
-            try:
-                label = Label(c["label"])
-            except ValueError:
+            if c["label"] not in set(Label):
                 raise ScenarioError(
                     f"{where}.label: unknown {c['label']!r} (known: {', '.join(Label)})"
-                ) from None
+                )
             conds.append(
                 Condition(
                     device=str(c["device"]),
-                    label=label,
+                    label=Label(c["label"]),
                     start_s=float(c.get("start_day", 0.0)) * DAY_S,
                     end_s=None if c.get("end_day") is None else float(c["end_day"]) * DAY_S,
                     magnitude=None if c.get("magnitude") is None else float(c["magnitude"]),
                     params=_params(where, c.get("params")),
                 )
             )
-    except KeyError as exc:
-        raise ScenarioError(f"{source}: missing key {exc}") from None
     start_ns = DEFAULT_START_NS
     if data.get("start") is not None:
         start = data["start"]

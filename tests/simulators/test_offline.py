@@ -164,6 +164,14 @@ def test_scenario_files_and_their_errors(tmp_path: Path) -> None:
         'base = "standard"\n[[conditions]]\ndevice = "meter-1"\nlabel = "tank_leak"\n': "tank_leak",
         'base = "standard"\n[[conditions]]\ndevice = "meter-1"\nlabel = "teleport"\n': "teleport",
         'colour = "red"\n': "colour",
+        '[[devices]]\nid = "x"\nkind = "water"\nprofile = "water_meter"\nunit_id = "one"\n': (
+            r"devices\[0\]"
+        ),
+        '[[devices]]\nid = "x"\nkind = "toaster"\nprofile = "p"\n': "toaster",
+        '[[devices]]\nid = "x"\nkind = "water"\n': r"devices\[0\]: missing key 'profile'",
+        'base = "standard"\n[[groups]]\nid = "g"\ntype = "ring"\nreference = "meter-1"\n'
+        'members = ["meter-2"]\n': "ring",
+        "devices = [1]\n": "must be a table",
         "name = \n": "TOML",
     }
     for text, needle in bad.items():

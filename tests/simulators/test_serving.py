@@ -279,3 +279,31 @@ async def test_mbpoll_reads_a_simulated_sdm630() -> None:
         for ref, name in zip(sorted(values), names, strict=True):
             assert values[ref] == pytest.approx(expected[name], rel=1e-5), name
         assert 200 < values[1] < 260
+
+
+async def test_modbus_keeps_serving_while_the_broker_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tests.services import free_port
+
+    at_ns = START_NS + int(AT_S * NS_PER_S)
+    async with serve(
+        "demo",
+        seed=SEED,
+        speed=0.0,
+        start_ns=START_NS,
+        at_ns=at_ns,
+        mqtt=("127.0.0.1", free_port()),
+        mqtt_period_s=0.2,
+    ) as sim:
+        devices = [d for d in polled(sim) if d.id in {"meter-1", "tank-1"}]
+        got = await collect(
+            TcpLink("127.0.0.1", sim.modbus_port, timeout_s=1.0),
+            devices,
+            want={"meter-1", "tank-1"},
+        )
+        assert got["tank-1"].ok and got["meter-1"].ok
+        await asyncio.sleep(1.0)  # a few reconnect attempts
+        assert sim.mqtt_published == 0
+    warnings = [r for r in caplog.records if "MQTT publisher" in r.getMessage()]
+    assert len(warnings) == 1  # the broker's failure is logged once, not per attempt
