@@ -196,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--points", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=5000, help="points per append and send")
     args = parser.parse_args(argv)
+    global BATCH  # noqa: PLW0603 (one knob for every stage)
+    BATCH = args.batch
     cpus = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpus[0]})
     readings = make_readings(args.points)
