@@ -77,6 +77,7 @@ class Latch:
     def __init__(self, n: int) -> None:
         self.active = np.zeros(n, dtype=bool)
         self.reported = np.full(n, np.nan)  # estimate last reported
+        self.last_ns = np.zeros(n, dtype=np.int64)  # when it was last reported
 
     def update_rows(self, frame: Frame, on: BoolArray, off: BoolArray) -> npt.NDArray[np.intp]:
         event = on | off
@@ -94,30 +95,44 @@ class Latch:
         dev: npt.NDArray[np.intp],
         on: BoolArray,
         off: BoolArray,
+        *,
         estimate: FloatArray | None = None,
         material: FloatArray | float = np.inf,
+        now_ns: int | None = None,
+        min_gap_ns: int = DAY_NS,
     ) -> BoolArray:
         """For devices `dev` (unique), True where a finding is due.
 
         Due = the condition starts, or it stays on and `estimate` moved by more
-        than `material` since the last report.
+        than `material` (and by more than half its last reported size) since the
+        last report, at most once per `min_gap_ns` when `now_ns` is given.
         """
         was = self.active[dev]
         now = on | (was & ~off)
         due = now & ~was
         if estimate is not None:
-            moved = np.abs(estimate - self.reported[dev]) > material
+            last = self.reported[dev]
+            moved = np.abs(estimate - last) > np.maximum(material, 0.5 * np.abs(last))
+            if now_ns is not None:
+                moved &= now_ns - self.last_ns[dev] >= min_gap_ns
             due |= now & was & moved
             self.reported[dev] = np.where(due, estimate, self.reported[dev])
+        if now_ns is not None:
+            self.last_ns[dev] = np.where(due, now_ns, self.last_ns[dev])
         self.active[dev] = now
         return np.asarray(due)
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        return {f"{prefix}.active": self.active, f"{prefix}.reported": self.reported}
+        return {
+            f"{prefix}.active": self.active,
+            f"{prefix}.reported": self.reported,
+            f"{prefix}.last_ns": self.last_ns,
+        }
 
     def load(self, prefix: str, arrays: Mapping[str, np.ndarray]) -> None:
         self.active[...] = arrays[f"{prefix}.active"]
         self.reported[...] = arrays[f"{prefix}.reported"]
+        self.last_ns[...] = arrays[f"{prefix}.last_ns"]
 
 
 class RateLimit:

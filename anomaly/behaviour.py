@@ -129,6 +129,8 @@ class ShiftDetector:
         self.min_ns = int(min_days * DAY_NS)
         self.sx = np.zeros(n)  # EW of x
         self.smu = np.zeros(n)  # EW of expected
+        self.fx = np.zeros(n)  # fast (~12 points) EW of x, to classify a shift once it settles
+        self.fmu = np.zeros(n)
         self.dev_x = np.zeros(n)  # EW |x - EW x|  (actual swing)
         self.dev_mu = np.zeros(n)  # EW |mu - EW mu|  (expected swing)
         self.wn = np.zeros(n)  # points in the window
@@ -141,7 +143,18 @@ class ShiftDetector:
     def arrays(self) -> dict[str, np.ndarray]:
         out = {
             k: getattr(self, k)
-            for k in ("sx", "smu", "dev_x", "dev_mu", "wn", "last_score", "last_ns", "since")
+            for k in (
+                "sx",
+                "smu",
+                "fx",
+                "fmu",
+                "dev_x",
+                "dev_mu",
+                "wn",
+                "last_score",
+                "last_ns",
+                "since",
+            )
         }
         out.update({f"scorer.{k}": v for k, v in self.scorer.arrays().items()})
         out.update(self.latch.arrays("latch"))
@@ -156,9 +169,14 @@ class ShiftDetector:
         i, xv, m = idx[ok], x[ok], mu[ok]
         # several points of one device: np.add.at keeps each contribution
         a = self.a
-        for arr, val in ((self.sx, xv), (self.smu, m)):
+        for arr, val, rate in (
+            (self.sx, xv, a),
+            (self.smu, m, a),
+            (self.fx, xv, 1 / 12),
+            (self.fmu, m, 1 / 12),
+        ):
             prev = arr[i].copy()
-            arr[i] = prev + a * (val - prev)
+            arr[i] = prev + rate * (val - prev)
         self.dev_x[i] += a * (np.abs(xv - self.sx[i]) - self.dev_x[i])
         self.dev_mu[i] += a * (np.abs(m - self.smu[i]) - self.dev_mu[i])
         self.wn[i] = np.minimum(self.wn[i] + 1, 1e9)
@@ -183,6 +201,8 @@ class ShiftDetector:
             if same.sum() >= 3:
                 peer[kind == k] = max(float(np.median(ratio[same])), 1e-6)
         rel = ratio / peer
+        fast = np.where(self.fmu > 0, self.fx / np.where(self.fmu > 0, self.fmu, 1), np.nan)
+        fast_rel = fast / peer
         t = touched
         zero_rare = sc.zero_frac[t] < 0.2
         zeroing = ready[t] & zero_rare & (ratio[t] < 0.03)
@@ -204,6 +224,10 @@ class ShiftDetector:
             & (rel[t] < 1.5)
         )
         on = zeroing | drop | scaling | flattening
+        # name the shift by where it has settled (fast window), not where the slow one is
+        zeroing = on & zero_rare & (fast[t] < 0.03)
+        drop = on & ~zeroing & (fast_rel[t] < 0.35)
+        scaling = on & ~zeroing & ~drop & ~flattening
         off = ready[t] & (rel[t] > 0.8) & (rel[t] < 1.25) & (flat[t] > 0.4)
         was = self.latch.active[t]
         due = self.latch.update_devices(t, on, off)

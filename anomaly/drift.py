@@ -233,7 +233,12 @@ class DriftTracker:
         # a new excursion starts where the alarm is off
         was = self.latch.active[idx]
         due = self.latch.update_devices(
-            idx, on, calm, estimate=est.error, material=threshold * material_fraction
+            idx,
+            on,
+            calm,
+            estimate=est.error,
+            material=threshold * material_fraction,
+            now_ns=int(self.t_last[idx].max()),
         )
         out: list[Finding] = []
         for j in np.flatnonzero(due):

@@ -147,6 +147,7 @@ class BalanceGroup:
         self.mbase = np.zeros(j)  # member daily flows summed over the baseline days
         self.mrecent = np.zeros(j)  # member daily flows, recent (EW over ~2 days)
         self.mrecent_n = np.zeros(1, dtype=np.int64)
+        self.recent_step = np.zeros(1)  # the balance's recent departure from its baseline
         self.n_rejected_run = np.zeros(1, dtype=np.int64)
         self._solved: dict[int, tuple[FloatArray, FloatArray, float]] = {}
 
@@ -284,6 +285,7 @@ class BalanceGroup:
                 self.base += (e, 1.0)
                 return
             e -= self.base[0] / self.base[1]
+        self.recent_step[0] = e if self.mrecent_n[0] <= 1 else 0.5 * self.recent_step[0] + 0.5 * e
         self.tracker.update(
             np.array([0]),
             np.array([int(self.day_idx[0]) * DAY_NS + DAY_NS]),
@@ -302,7 +304,7 @@ class BalanceGroup:
         best_z = np.zeros(j)
         best_s = np.full(j, -1, dtype=np.intp)
         for s in range(len(SCALES_PERIODS)):
-            if self.w[s] < max(3 * (j + 1), 12):
+            if self.w[s] < max(3 * (j + 1), 24):
                 continue
             if self.type != "tank" and s < len(SCALES_PERIODS) - 1:
                 # load-dependent technical losses bias short windows: judge feeders and
@@ -380,6 +382,7 @@ class BalanceGroup:
             calm,
             estimate=err,
             material=self.member_threshold / 2,
+            now_ns=t,
         )
         name = {
             "tank": "reconciliation.tank_nozzle_error",
@@ -516,13 +519,8 @@ class BalanceGroup:
         if self.type != "tank" and self.base[1] > 0 and self.mrecent_n[0] > 0:
             # DOMAIN: rank customers by how well their own drop matches the step
             missing = self.mbase / self.base[1] - self.mrecent
-            step_abs = (
-                (found[0].estimate or 0.0)
-                / 100.0
-                * (self.day[1] * 24.0 / max(self.day[2], 1.0) if self.day[2] else 0.0)
-            )
-            if step_abs == 0.0:
-                step_abs = float(np.sum(missing))
+            # the step in flow units: its recent level (EWMA) times the usual daily flow
+            step_abs = float(self.recent_step[0]) * float(np.sum(self.mbase) / self.base[1])
             score = -np.abs(missing - step_abs) + np.where(
                 np.sign(missing) == np.sign(step_abs), 0.0, -np.inf
             )
