@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from drivers.reading import DeviceKind, Reading, now_ns
+from gateway.storage.errors import StorageError
 from gateway.storage.lineprotocol import parse_lines
 from gateway.storage.query import Agg, QueryResult, QuerySpec, validate_query
 from gateway.storage.schema import point_ts_ns, reading_from_point
@@ -104,11 +105,14 @@ class EmbeddedStore:
         return store
 
     def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(_SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot open {self.path}: {exc}", backend=self.name) from exc
         self._db = db
 
     @property

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from drivers.reading import Reading
-from gateway.storage.errors import LineProtocolError
+from gateway.storage.errors import StorageError
 from gateway.storage.schema import ReadingEncoder
 
 log = logging.getLogger(__name__)
@@ -178,12 +178,16 @@ class Outbox:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(_SCHEMA)
-        for name, value in db.execute("SELECT name, value FROM counters"):
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            counters = db.execute("SELECT name, value FROM counters").fetchall()
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot open outbox {self.path}: {exc}", backend="outbox") from exc
+        for name, value in counters:
             if name in self._counters:
                 self._counters[name] = int(value)
         self._db = db
@@ -214,7 +218,7 @@ class Outbox:
         for r in readings:
             try:
                 lines.append(line(r))
-            except (LineProtocolError, ValueError, TypeError) as exc:
+            except Exception as exc:  # one bad reading must not cost the batch
                 invalid += 1
                 if r.device_id not in self._logged_invalid:
                     self._logged_invalid.add(r.device_id)

@@ -76,11 +76,12 @@ class ReadingEncoder:
             del self._prefix[key]
 
     def _make_prefix(self, device_id: str, kind: DeviceKind) -> str:
-        tags = {TAG_SITE: self.site_id, TAG_DEVICE: device_id, TAG_KIND: kind.value}
+        kind_value = DeviceKind(kind).value  # a plain string is accepted if it names a kind
+        tags = {TAG_SITE: self.site_id, TAG_DEVICE: device_id, TAG_KIND: kind_value}
         profile = self._profiles.get(device_id)
         if profile:
             tags[TAG_PROFILE] = profile
-        head = escape_measurement(kind.value) + "".join(
+        head = escape_measurement(kind_value) + "".join(
             f",{k}={escape_key(v, what='tag value')}" for k, v in sorted(tags.items())
         )
         self._prefix[(device_id, kind)] = head

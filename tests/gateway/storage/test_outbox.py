@@ -5,8 +5,10 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import pytest
+
 from drivers.reading import DeviceKind, Reading
-from gateway.storage import EntryKind, Outbox, OutboxEntry, ReadingEncoder
+from gateway.storage import EntryKind, Outbox, OutboxEntry, ReadingEncoder, StorageError
 from gateway.storage.lineprotocol import encode_point, parse_lines
 from gateway.storage.schema import reading_from_point
 
@@ -162,4 +164,21 @@ async def test_quarantine_keeps_and_counts_and_is_dropped_first_when_full(tmp_pa
     result = await box.append_readings(_batch(20))
     assert result.dropped_points == 10
     assert _seqs(await box.peek(max_points=100)) == list(range(10, 30))
+    await box.close()
+
+
+async def test_unusable_file_and_odd_readings_give_clear_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-db.sqlite"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StorageError, match=r"not-a-db\.sqlite"):
+        await Outbox.open(bad, max_bytes=10**6, encoder=ENC)
+    box = await Outbox.open(tmp_path / "o.sqlite", max_bytes=10**7, encoder=ENC)
+    odd = [
+        Reading("w1", "water", 10**18, 1, {"flow_m3h": 1.0}),  # type: ignore[arg-type]
+        Reading("w1", "steam", 10**18, 2, {"flow_m3h": 1.0}),  # type: ignore[arg-type]
+        Reading("w1", DeviceKind.WATER, 10**18, 3, {"flow_m3h": "fast"}),  # type: ignore[dict-item]
+    ]
+    result = await box.append_readings(odd)
+    assert (result.points, result.invalid_points) == (1, 2)
+    assert _seqs(await box.peek(max_points=10)) == [1]
     await box.close()
