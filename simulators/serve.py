@@ -348,8 +348,15 @@ async def _start_rtu(
         proc.kill()
         await proc.wait()
         raise RuntimeError(f"socat did not create the pty pair {server_end} / {link}")
-    server = _SerialServer(devices, port=server_end, baudrate=baudrate, ignore_missing_devices=True)
-    await server.serve_forever(background=True)
+    try:
+        server = _SerialServer(
+            devices, port=server_end, baudrate=baudrate, ignore_missing_devices=True
+        )
+        await server.serve_forever(background=True)
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
     return server, proc, server_end
 
 
@@ -484,37 +491,42 @@ async def serve(
 
     tcp: _TcpServer | None = None
     rtu: tuple[_SerialServer, asyncio.subprocess.Process, str] | None = None
+    publisher: asyncio.Task[None] | None = None
     try:
-        async with asyncio.TaskGroup() as tg:
-            if sim_devices:
-                catch_all = SimDevice(id=0, simdata=[SimData(0, datatype=SimType.INVALID)])
-                tcp = _TcpServer(
-                    [*sim_devices, catch_all],
-                    address=(host, modbus_port),
-                    ignore_missing_devices=True,
-                )
-                await tcp.serve_forever(background=True)
-                sockets = getattr(tcp.transport, "sockets", None)
-                if not sockets:
-                    raise RuntimeError(f"Modbus server could not listen on {host}:{modbus_port}")
-                sim.modbus_port = int(sockets[0].getsockname()[1])
-                if rtu_link is not None:
-                    rtu = await _start_rtu(sim_devices, rtu_link, baudrate=rtu_baudrate)
-                    sim.rtu_port = rtu_link
-            publisher = None
-            if mqtt_targets and mqtt is not None:
-                publisher = tg.create_task(
-                    _publish_loop(
-                        sim, engine, mqtt[0], mqtt[1], mqtt_targets, period_s=mqtt_period_s
-                    ),
-                    name="simulator-mqtt-publisher",
-                )
+        if sim_devices:
+            catch_all = SimDevice(id=0, simdata=[SimData(0, datatype=SimType.INVALID)])
+            tcp = _TcpServer(
+                [*sim_devices, catch_all], address=(host, modbus_port), ignore_missing_devices=True
+            )
             try:
-                yield sim
-            finally:
-                if publisher is not None:
-                    publisher.cancel()
+                await tcp.serve_forever(background=True)
+            except RuntimeError:
+                sockets = None
+            else:
+                sockets = getattr(tcp.transport, "sockets", None)
+            if not sockets:
+                raise OSError(
+                    f"Modbus server could not listen on {host}:{modbus_port} "
+                    "(address in use or not local?)"
+                )
+            sim.modbus_port = int(sockets[0].getsockname()[1])
+            if rtu_link is not None:
+                rtu = await _start_rtu(sim_devices, rtu_link, baudrate=rtu_baudrate)
+                sim.rtu_port = rtu_link
+        if mqtt_targets and mqtt is not None:
+            # A plain named task, not a TaskGroup: a TaskGroup around the `yield`
+            # would wrap the caller's own exceptions in an ExceptionGroup.
+            publisher = asyncio.create_task(
+                _publish_loop(sim, engine, mqtt[0], mqtt[1], mqtt_targets, period_s=mqtt_period_s),
+                name="simulator-mqtt-publisher",
+            )
+            publisher.add_done_callback(_report_crash)
+        yield sim
     finally:
+        if publisher is not None:
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
         if tcp is not None:
             await tcp.shutdown()  # type: ignore[no-untyped-call]
         if rtu is not None:
@@ -524,3 +536,8 @@ async def serve(
                 proc.terminate()
                 await proc.wait()
             shutil.rmtree(os.path.dirname(server_end), ignore_errors=True)
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("simulator MQTT publisher stopped: %r", task.exception())

@@ -3,8 +3,9 @@
 Members of a balance group are generated before the group's reference (a
 feeder needs its customers' true load, a tank its nozzles' true sales).
 Conditions that concern any device kind are applied here: communication
-loss (readings missing, `ok` false) and device clock skew (the reported
-`device_clock_s` is off).
+loss (readings missing, `ok` false), sporadic unanswered polls (a device's
+`timeout_rate` param, the fraction of polls lost on an honest line) and
+device clock skew (the reported `device_clock_s` is off).
 
 Failure modes handled: a sample interval that does not divide a day, and a
 device whose reference role is ambiguous (it references two groups of
@@ -127,6 +128,9 @@ class SiteSim:
                 clock = np.where(w, clock + (c.magnitude or 0.0) + drift, clock)
             fields["device_clock_s"] = np.floor(clock)
             ok = np.ones(t.size, dtype=bool)
+            timeout_rate = spec.param("timeout_rate", 0.0)
+            if timeout_rate > 0:  # sporadic unanswered polls of an honest line
+                ok &= ctx.rng(dev_id, 9).random(t.size) >= timeout_rate
             for c in of(conds, Label.COMM_LOSS):
                 ok &= ~window(c, t)
             if not ok.all():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -201,3 +202,18 @@ def test_simulate_command_prints_what_it_serves(capsys: pytest.CaptureFixture[st
     assert "nowhere.toml" in capsys.readouterr().err
     assert _simulate(["--list"]) == 0
     assert "over_registration_0_15pct" in capsys.readouterr().out
+
+
+def test_sporadic_timeouts_of_an_honest_line() -> None:
+    base = get_scenario("honest")
+    spec = dataclasses.replace(
+        base.device("meter-1"), params={"mean_kw": 2.5, "timeout_rate": 0.05}
+    )
+    scn = dataclasses.replace(
+        base, devices=tuple(spec if d.id == "meter-1" else d for d in base.devices)
+    )
+    run = generate(scn, seed=1, days=10)
+    ok = run.devices["meter-1"].ok
+    assert 0.03 < 1 - ok.mean() < 0.07
+    assert np.isnan(run.devices["meter-1"].fields["power_total_w"][~ok]).all()
+    assert run.devices["meter-2"].ok.all()

@@ -307,3 +307,10 @@ async def test_modbus_keeps_serving_while_the_broker_is_down(
         assert sim.mqtt_published == 0
     warnings = [r for r in caplog.records if "MQTT publisher" in r.getMessage()]
     assert len(warnings) == 1  # the broker's failure is logged once, not per attempt
+
+
+async def test_a_taken_port_is_named() -> None:
+    async with serve("honest", speed=0.0, start_ns=START_NS) as first:
+        with pytest.raises(OSError, match=f"127.0.0.1:{first.modbus_port}"):
+            async with serve("honest", speed=0.0, start_ns=START_NS, modbus_port=first.modbus_port):
+                pass
