@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -273,6 +273,50 @@ def decode_from(buf: bytes | memoryview, offset: int, spec: CodecSpec) -> float:
     if spec.scale == 1.0 and spec.offset == 0.0:
         return float(raw)
     return raw * spec.scale + spec.offset
+
+
+RawReader = Callable[[bytes | memoryview, int], int | float]
+
+
+def _raw_reader(code: str, order: Order, size: int) -> RawReader:
+    if order is Order.DCBA or order is Order.ABCD or (size == 2 and order is Order.CDAB):
+        unpack_from = _struct(code, order is Order.DCBA).unpack_from
+
+        def direct(buf: bytes | memoryview, off: int) -> int | float:
+            return unpack_from(buf, off)[0]  # type: ignore[no-any-return]
+
+        return direct
+    unpack = _struct(code, False).unpack
+
+    def swapped(buf: bytes | memoryview, off: int) -> int | float:
+        data = bytes(buf[off : off + size])
+        if len(data) != size:
+            raise DecodeError(f"need {size // 2} register(s), got {len(data) / 2:g}")
+        return unpack(_to_wire_order(data, order))[0]  # type: ignore[no-any-return]
+
+    return swapped
+
+
+def compile_decoder(spec: CodecSpec) -> Callable[[bytes | memoryview, int], float]:
+    """A fast ``(buf, offset) -> value`` for `spec`, same result as `decode_from`.
+
+    The poller compiles one per field once, so the per-poll cost is one
+    `struct` call (plus a slice for the swapped orders) and the scaling.
+    """
+    dt = spec.data_type
+    if dt is DataType.STRING:
+        raise DecodeError("a string field has no numeric value")
+    code = _UNSIGNED[_REGISTERS[dt]] if spec.bit is not None else _CODES[dt]
+    raw_at = _raw_reader(code, spec.order, 2 * _REGISTERS[dt])
+    scale, offset = spec.scale, spec.offset
+    if spec.bit is not None:
+        shift, mask = spec.bit, (1 << spec.bit_count) - 1
+        if scale == 1.0 and offset == 0.0:
+            return lambda buf, off: float((int(raw_at(buf, off)) >> shift) & mask)
+        return lambda buf, off: ((int(raw_at(buf, off)) >> shift) & mask) * scale + offset
+    if scale == 1.0 and offset == 0.0:
+        return lambda buf, off: float(raw_at(buf, off))
+    return lambda buf, off: raw_at(buf, off) * scale + offset
 
 
 def decode(registers: Sequence[int], spec: CodecSpec) -> float:

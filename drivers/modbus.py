@@ -36,11 +36,12 @@ import itertools
 import logging
 import math
 import random
+import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
-from drivers.codec import decode_from
+from drivers.codec import compile_decoder
 from drivers.errors import (
     DecodeError,
     DeviceTimeoutError,
@@ -535,6 +536,13 @@ class DevicePoller:
         self._sink_failed = False
         self._nonfinite_logged = False
         self._refused: set[ReadBlock] = set()
+        self._decoders = {
+            b: tuple(
+                (f.name, compile_decoder(f), off)
+                for f, off in zip(b.fields, b.offsets, strict=True)
+            )
+            for b in self.blocks
+        }
         self._polls_since_probe = 0
 
     async def _read_block(self, client: RegisterReader, block: ReadBlock) -> bytes:
@@ -617,14 +625,18 @@ class DevicePoller:
         return reading
 
     def _decode_block(self, block: ReadBlock, buf: bytes, fields: dict[str, float]) -> None:
-        for f, off in zip(block.fields, block.offsets, strict=True):
-            value = decode_from(buf, off, f)
-            if math.isfinite(value):
-                fields[f.name] = value
-            elif not self._nonfinite_logged:
-                self._nonfinite_logged = True
-                log.warning("%s: field %s is %r; left out of readings",
-                            self.device.id, f.name, value)
+        isfinite = math.isfinite
+        try:
+            for name, decoder, off in self._decoders[block]:
+                value = decoder(buf, off)
+                if isfinite(value):
+                    fields[name] = value
+                elif not self._nonfinite_logged:
+                    self._nonfinite_logged = True
+                    log.warning("%s: field %s is %r; left out of readings",
+                                self.device.id, name, value)
+        except struct.error as exc:
+            raise DecodeError(str(exc), device=self.device.id) from None
 
     def _account(self, reading: Reading, error: DriverError | None) -> None:
         st = self.status

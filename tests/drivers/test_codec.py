@@ -14,6 +14,7 @@ from drivers.codec import (
     EncodeError,
     Order,
     RegisterSpec,
+    compile_decoder,
     decode,
     decode_from,
     decode_string,
@@ -210,3 +211,30 @@ def test_word_and_byte_order_parts() -> None:
         assert Order.from_parts(word_order=order.word_order, byte_order=order.byte_order) is order
     with pytest.raises(ValueError, match="'big' or 'little'"):
         Order.from_parts(word_order="middle")
+
+
+@st.composite
+def any_numeric_spec(draw: st.DrawFn) -> RegisterSpec:
+    dt = draw(st.sampled_from([t for t in DataType if t is not DataType.STRING]))
+    bit = None
+    count = 1
+    if dt.is_integer and draw(st.booleans()):
+        width = 16 * dt.registers
+        bit = draw(st.integers(0, width - 1))
+        count = draw(st.integers(1, width - bit))
+    return RegisterSpec(
+        data_type=dt,
+        order=draw(st.sampled_from(list(Order))),
+        scale=draw(st.sampled_from([1.0, 0.01, 10.0])),
+        offset=draw(st.sampled_from([0.0, -273.15])),
+        bit=bit,
+        bit_count=count,
+    )
+
+
+@given(any_numeric_spec(), st.binary(min_size=8, max_size=8), st.integers(0, 4))
+def test_compiled_decoder_matches_decode_from(spec: RegisterSpec, data: bytes, pad: int) -> None:
+    buf = b"\x00" * pad + data
+    expected = decode_from(buf, pad, spec)
+    got = compile_decoder(spec)(buf, pad)
+    assert got == expected or (math.isnan(got) and math.isnan(expected))
