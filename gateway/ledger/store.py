@@ -236,7 +236,9 @@ class Ledger:
 
     @property
     def size(self) -> int:
-        return self._frontier.size
+        with self._lock:
+            self._sync()
+            return self._frontier.size
 
     @property
     def public_key(self) -> str | None:
@@ -247,6 +249,7 @@ class Ledger:
     def root(self, size: int | None = None) -> bytes:
         """The root of the first `size` entries (default: all)."""
         with self._lock:
+            self._sync()
             if size is None or size == self._frontier.size:
                 return self._frontier.root()
             if not 0 <= size <= self._frontier.size:
@@ -256,11 +259,13 @@ class Ledger:
     def head(self) -> TreeHead:
         """The current tree head, signed if a signing key is configured (not stored)."""
         with self._lock:
+            self._sync()
             return self._make_head(self._frontier.size, self._frontier.root())
 
     def checkpoint(self) -> TreeHead:
         """Record the current tree head in ``ledger_heads`` (signed if a key is set)."""
         with self._lock:
+            self._sync()
             head = self._make_head(self._frontier.size, self._frontier.root())
             with transaction(self._conn):
                 self._conn.execute(
@@ -314,6 +319,7 @@ class Ledger:
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """The RFC 6962 audit path of entry `index` in the tree of `size` (default: now)."""
         with self._lock:
+            self._sync()
             size = self._frontier.size if size is None else size
             if not 0 <= index < size <= self._frontier.size:
                 raise LedgerError(f"no entry {index} in a tree of size {size}")
@@ -322,6 +328,7 @@ class Ledger:
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """The RFC 6962 proof that the tree of `old_size` is a prefix of that of `new_size`."""
         with self._lock:
+            self._sync()
             new_size = self._frontier.size if new_size is None else new_size
             if not 0 <= old_size <= new_size <= self._frontier.size:
                 raise LedgerError(f"no consistency proof from size {old_size} to {new_size}")
@@ -347,6 +354,9 @@ class Ledger:
         """
         if "index" in record or "prev_root" in record:
             raise LedgerError("ledger records must not set 'index' or 'prev_root'")
+        # Another process may have appended (a second writer on the same file): the
+        # open write transaction makes this check and the reload race-free.
+        self._sync()
         index = self._frontier.size
         raw = canonical_json({**record, "index": index, "prev_root": self._frontier.root().hex()})
         leaf = merkle.leaf_hash(raw)
@@ -362,6 +372,12 @@ class Ledger:
 
     def reload(self) -> None:
         with self._lock:
+            self._reload()
+
+    def _sync(self) -> None:
+        """Catch up with entries another connection appended (one O(log n) lookup)."""
+        (last,) = self._conn.execute("SELECT MAX(idx) FROM ledger_entries").fetchone()
+        if (last + 1 if last is not None else 0) != self._frontier.size:
             self._reload()
 
     # --- verification -------------------------------------------------------------

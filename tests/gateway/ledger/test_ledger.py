@@ -228,3 +228,14 @@ def test_a_bad_signing_key_is_a_clear_error() -> None:
         load_signing_key("zz")
     with pytest.raises(LedgerError, match="32 bytes"):
         load_signing_key("ab" * 16)
+
+
+def test_two_writers_on_one_file_keep_one_chain(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    a, b = Ledger.open(path), Ledger.open(path)
+    assert a.append({"by": "a"}) == 0
+    assert b.append({"by": "b"}) == 1  # b notices a's entry instead of overwriting index 0
+    assert a.append({"by": "a"}) == 2
+    assert a.verify().ok and b.verify().ok and a.root() == b.root()
+    a.close()
+    b.close()
