@@ -151,7 +151,12 @@ class ModbusTcpBus(_Strict):
     host: str
     port: int = Field(502, ge=1, le=65535)
     timeout_s: float = Field(1.0, gt=0, le=60)
-    max_connections: int = Field(1, ge=1, le=16)
+    max_connections: int = Field(
+        1, ge=1, le=16, description="connections to open; devices are spread over them"
+    )
+    max_in_flight: int = Field(
+        1, ge=1, le=16, description="pipelined requests per connection (only if the peer copes)"
+    )
 
 
 class SerialBus(_Strict):

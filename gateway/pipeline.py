@@ -85,6 +85,15 @@ class Pipeline:
         """Persisted readings per second over the last ~10 s."""
         return self._rate.per_s()
 
+    async def process_now(self, batch: Sequence[Reading]) -> None:
+        """Persist and analyse one batch directly, bypassing the queue (history replay).
+
+        Call it only before `run()` starts or from the same task, so batches stay in order.
+        """
+        self.stats.readings_in += len(batch)
+        await self._persist_with_retry(list(batch))
+        await self._analyse(list(batch))
+
     def close(self) -> None:
         """Stop waiting for new readings; `run()` returns once the queue is drained."""
         self._closed.set()
