@@ -228,36 +228,26 @@ async def test_a_device_in_comm_loss_does_not_answer() -> None:
         assert again["meter-1"].ok
 
 
-async def test_mbpoll_reads_a_simulated_sdm630() -> None:
+@pytest.mark.parametrize("mode", ["tcp", "rtu"])
+async def test_mbpoll_reads_a_simulated_sdm630(mode: str, tmp_path: Path) -> None:
     mbpoll = shutil.which("mbpoll")
     if mbpoll is None:
         pytest.fail("mbpoll is not installed (scripts/test installs it)")
     at_ns = START_NS + int(AT_S * NS_PER_S)
-    async with serve("honest", seed=SEED, speed=0.0, start_ns=START_NS, at_ns=at_ns) as sim:
+    link = str(tmp_path / "rtu") if mode == "rtu" else None
+    async with serve(
+        "honest", seed=SEED, speed=0.0, start_ns=START_NS, at_ns=at_ns, rtu_link=link
+    ) as sim:
         unit = next(d.unit_id for d in sim.devices if d.id == "meter-1")
         # -t 3:float input registers as float32, -B high word first (SDM630 is ABCD),
         # -r 1 = register 0 (1-based references), 6 floats: V L1-L3, I L1-L3.
+        common = ["-a", str(unit), "-t", "3:float", "-B", "-r", "1", "-c", "6", "-1", "-o", "2"]
+        if link is None:
+            argv = ["-m", "tcp", *common, "-p", str(sim.modbus_port), "127.0.0.1"]
+        else:
+            argv = ["-m", "rtu", "-b", "19200", "-P", "none", *common, link]
         proc = await asyncio.create_subprocess_exec(
-            mbpoll,
-            "-m",
-            "tcp",
-            "-a",
-            str(unit),
-            "-t",
-            "3:float",
-            "-B",
-            "-r",
-            "1",
-            "-c",
-            "6",
-            "-1",
-            "-o",
-            "2",
-            "-p",
-            str(sim.modbus_port),
-            "127.0.0.1",
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            mbpoll, *argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         out, err = await asyncio.wait_for(proc.communicate(), 20)
         assert proc.returncode == 0, err.decode()
