@@ -26,7 +26,6 @@ quarantines it); invalid query arguments raise `QueryError`.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import math
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from drivers.reading import DeviceKind, Reading, now_ns
-from gateway.storage.errors import StorageError
+from gateway.storage.errors import StorageError, gunzip_text
 from gateway.storage.lineprotocol import parse_lines
 from gateway.storage.query import Agg, QueryResult, QuerySpec, validate_query
 from gateway.storage.schema import point_ts_ns, reading_from_point
@@ -153,7 +152,7 @@ class EmbeddedStore:
 
     async def write_gzip(self, body: bytes, *, points: int) -> None:
         def work() -> None:
-            text = gzip.decompress(body).decode()
+            text = gunzip_text(body, backend=self.name)
             readings = [r for p in parse_lines(text) if (r := reading_from_point(p)) is not None]
             if readings:
                 self._insert_sync(readings, stored_ts=True)

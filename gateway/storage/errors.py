@@ -10,6 +10,9 @@ help. The forwarder retries the first and quarantines the second.
 
 from __future__ import annotations
 
+import gzip
+import zlib
+
 
 class StorageError(Exception):
     """Base of every storage error. `backend` names the store or sink, if known."""
@@ -53,3 +56,15 @@ class SinkRejected(StorageError):
     def __init__(self, message: str, *, backend: str, status: int | None = None) -> None:
         self.status = status
         super().__init__(message, backend=backend)
+
+
+def gunzip_text(body: bytes, *, backend: str) -> str:
+    """Decompress an outbox body (concatenated gzip members of UTF-8 lines).
+
+    A corrupt body raises `SinkRejected`, so the forwarder quarantines it
+    instead of retrying it forever.
+    """
+    try:
+        return gzip.decompress(body).decode("utf-8")
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        raise SinkRejected(f"corrupt outbox body: {exc}", backend=backend) from exc

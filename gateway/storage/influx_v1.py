@@ -22,7 +22,13 @@ from typing import Any
 import httpx
 
 from drivers.reading import DeviceKind, Reading
-from gateway.storage.errors import QueryError, SinkRejected, SinkUnavailable, StorageError
+from gateway.storage.errors import (
+    QueryError,
+    SinkRejected,
+    SinkUnavailable,
+    StorageError,
+    gunzip_text,
+)
 from gateway.storage.query import (
     Agg,
     QueryResult,
@@ -269,7 +275,7 @@ class InfluxV1Store:
 
     async def write_gzip(self, body: bytes, *, points: int) -> None:
         if not self._gzip:
-            await self._post(gzip.decompress(body), gzipped=False)
+            await self._post(gunzip_text(body, backend=self.name).encode(), gzipped=False)
         else:
             await self._post(body, gzipped=True)
 

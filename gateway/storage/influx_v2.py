@@ -14,7 +14,6 @@ Failure modes handled: connection errors and 5xx/429/401/403 answers raise
 from __future__ import annotations
 
 import asyncio
-import gzip
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from drivers.reading import Reading
-from gateway.storage.errors import SinkRejected, SinkUnavailable
+from gateway.storage.errors import SinkRejected, SinkUnavailable, gunzip_text
 from gateway.storage.influx_v1 import RETRYABLE_STATUS, InfluxQLReader, auth_headers
 from gateway.storage.query import Agg, QueryResult
 from gateway.storage.schema import ReadingEncoder
@@ -99,7 +98,7 @@ class InfluxV2Store:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._write_sync, text)
 
     async def write_gzip(self, body: bytes, *, points: int) -> None:
-        text = gzip.decompress(body).decode()
+        text = gunzip_text(body, backend=self.name)
         await asyncio.get_running_loop().run_in_executor(self._executor, self._write_sync, text)
 
     async def query(

@@ -257,3 +257,31 @@ def test_health_verdict() -> None:
     assert (
         health_status({**base, "consecutive_failures": 1, "outbox_oldest_age_s": 301}) == "failing"
     )
+
+
+@pytest.mark.parametrize("backend", ["embedded", "influx_v1"])
+async def test_corrupt_outbox_entry_is_quarantined_not_retried_forever(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    import sqlite3
+
+    encoder = ReadingEncoder(site_id="s")
+    outbox = await Outbox.open(tmp_path / "o.sqlite", max_bytes=10**7, encoder=encoder)
+    await outbox.append_readings(_readings("w1", 10))
+    await outbox.append_readings(_readings("w1", 20)[10:])
+    await outbox.close()
+    with sqlite3.connect(tmp_path / "o.sqlite") as db:  # bit rot in the first entry
+        db.execute("UPDATE entries SET payload = x'1f8b0800deadbeef' WHERE id = 1")
+    outbox = await Outbox.open(tmp_path / "o.sqlite", max_bytes=10**7, encoder=encoder)
+    if backend == "embedded":
+        store: EmbeddedStore | InfluxV1Store = await EmbeddedStore.open(tmp_path / "r.sqlite")
+    else:
+        influx: InfluxService = request.getfixturevalue("influxdb")
+        store = InfluxV1Store(url=influx.url, database=f"c_{uuid.uuid4().hex[:8]}", encoder=encoder)
+    forwarder = Forwarder(outbox, store, backoff=Backoff(initial_s=0.01, max_s=0.02))
+    assert await forwarder.drain(timeout_s=20)
+    assert outbox.stats().quarantined_entries == 1 and forwarder.rejected_entries == 1
+    got = await store.query("w1", start_ns=BASE_NS, end_ns=BASE_NS + HOUR_NS)
+    assert got.seq == list(range(10, 20))
+    await outbox.close()
+    await store.close()
