@@ -16,7 +16,7 @@ See `service`, `webhook`, `mqtt`, `queue` and `worker` for formats and failure m
 """
 
 from gateway.delivery.mqtt import MqttAlertPublisher, MqttTarget
-from gateway.delivery.queue import Delivery, DeliveryQueue
+from gateway.delivery.queue import Delivery, DeliveryQueue, Message
 from gateway.delivery.service import AlertDelivery, change_body
 from gateway.delivery.signing import (
     DELIVERY_HEADER,
@@ -40,6 +40,7 @@ __all__ = [
     "Delivery",
     "DeliveryError",
     "DeliveryQueue",
+    "Message",
     "MqttAlertPublisher",
     "MqttTarget",
     "WebhookSender",

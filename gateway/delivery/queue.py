@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,18 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(target, state, id);
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message to queue (see `DeliveryQueue.put_many`)."""
+
+    target: str
+    uid: str
+    event: str
+    payload: bytes
+    topic: str | None = None
+    retain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +104,35 @@ class DeliveryQueue:
                 (target, uid, event, topic, payload, int(retain), now_ns, now_ns),
             )
             return int(cur.lastrowid or 0)
+
+    def put_many(self, messages: Sequence[Message], *, now_ns: int) -> None:
+        """Queue several messages in one transaction (one fsync)."""
+        if not messages:
+            return
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "INSERT INTO deliveries(target, uid, event, topic, payload, retain, "
+                    "created_ns, next_attempt_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            m.target,
+                            m.uid,
+                            m.event,
+                            m.topic,
+                            m.payload,
+                            int(m.retain),
+                            now_ns,
+                            now_ns,
+                        )
+                        for m in messages
+                    ],
+                )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     def head(self, target: str) -> Delivery | None:
         """The oldest pending message of `target` (due or not)."""

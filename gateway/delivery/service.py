@@ -37,7 +37,7 @@ from gateway.alerts.store import AlertStore
 from gateway.config import Settings
 from gateway.delivery.mqtt import TARGET as MQTT_TARGET
 from gateway.delivery.mqtt import MqttAlertPublisher, MqttTarget
-from gateway.delivery.queue import DeliveryQueue
+from gateway.delivery.queue import DeliveryQueue, Message
 from gateway.delivery.webhook import WebhookSender, WebhookTarget
 from gateway.delivery.worker import Backoff, drain
 from gateway.ledger.store import Ledger
@@ -127,40 +127,42 @@ class AlertDelivery:
         store.add_listener(self.on_change)
 
     def on_change(self, change: AlertChange) -> None:
-        """Queue the messages for one change (sync, any thread; one quick insert each)."""
+        """Queue the messages for one change (sync, any thread; one transaction)."""
         uid, event, body = change_body(change, ledger=self.ledger)
-        now = now_ns()
-        woken: list[str] = []
+        messages: list[Message] = []
         rank = SEVERITY_RANK[change.alert.severity]
         for hook in self.webhooks:
             if rank >= SEVERITY_RANK[Severity(hook.min_severity)]:
-                self.queue.put(hook.target, uid=uid, event=event, payload=body, now_ns=now)
-                woken.append(hook.target)
+                messages.append(Message(hook.target, uid, event, body))
         if self.mqtt is not None:
             topic = self.mqtt.target.topic.format(site=change.alert.site)
-            self.queue.put(MQTT_TARGET, uid=uid, event=event, payload=body, now_ns=now, topic=topic)
             state = b"" if not change.alert.status.active else _state_body(change)
-            self.queue.put(
-                MQTT_TARGET,
-                uid=f"{uid}-state",
-                event="alert.state",
-                payload=state,
-                now_ns=now,
-                topic=f"{topic}/{change.alert.id}",
-                retain=True,
-            )
+            messages += [
+                Message(MQTT_TARGET, uid, event, body, topic=topic),
+                Message(
+                    MQTT_TARGET,
+                    f"{uid}-state",
+                    "alert.state",
+                    state,
+                    topic=f"{topic}/{change.alert.id}",
+                    retain=True,
+                ),
+            ]
             if self.ledger is not None:
                 # The latest (signed) tree head, retained: what a central office collects.
-                self.queue.put(
-                    MQTT_TARGET,
-                    uid=f"{uid}-head",
-                    event="ledger.head",
-                    payload=json.dumps(self.ledger.head().to_dict()).encode("utf-8"),
-                    now_ns=now,
-                    topic=f"{topic}/ledger",
-                    retain=True,
+                head = json.dumps(self.ledger.head().to_dict()).encode("utf-8")
+                messages.append(
+                    Message(
+                        MQTT_TARGET,
+                        f"{uid}-head",
+                        "ledger.head",
+                        head,
+                        topic=f"{topic}/ledger",
+                        retain=True,
+                    )
                 )
-            woken.append(MQTT_TARGET)
+        self.queue.put_many(messages, now_ns=now_ns())
+        woken = {m.target for m in messages}
         loop = self._loop
         if loop is not None:
             for target in woken:
