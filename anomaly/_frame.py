@@ -52,6 +52,8 @@ class Frame:
 
     def last_idx(self, valid: BoolArray) -> IntpArray:
         """For each row, the row of the latest `valid` row at or before it in its segment, or -1."""
+        if valid.all():
+            return self.rows  # the common case: every row valid (do not modify the result)
         idx = np.where(valid, self.rows, -1)
         np.maximum.accumulate(idx, out=idx)
         idx[idx < self.seg_start_row] = -1
@@ -59,11 +61,16 @@ class Frame:
 
     def prev_idx(self, valid: BoolArray) -> IntpArray:
         """For each row, the latest `valid` row strictly before it in its segment, or -1."""
-        cur = self.last_idx(valid)
         out = np.full(self.n, -1, dtype=np.intp)
-        if self.n:
-            out[1:] = cur[:-1]
-            out[out < self.seg_start_row] = -1
+        if not self.n:
+            return out
+        if valid.all():
+            out[1:] = self.rows[:-1]
+            out[self.first] = -1
+            return out
+        cur = self.last_idx(valid)
+        out[1:] = cur[:-1]
+        out[out < self.seg_start_row] = -1
         return out
 
     def seg_last_valid(self, valid: BoolArray) -> IntpArray:
@@ -109,8 +116,14 @@ class Frame:
         if hit is not None:
             return hit
         col = self.fields[name]
-        p = self.prev_idx(self.valid(name))
-        out = np.where(p >= 0, col[np.maximum(p, 0)], state[self.dev])
+        valid = self.valid(name)
+        if valid.all() and self.n:
+            out = np.empty(self.n)
+            out[1:] = col[:-1]
+            out[self.first] = state[self.seg_dev]
+        else:
+            p = self.prev_idx(valid)
+            out = np.where(p >= 0, col[np.maximum(p, 0)], state[self.dev])
         res = (out, ~np.isnan(out))
         self._cache[name] = res
         return res
@@ -128,6 +141,8 @@ class Frame:
         `state_since[device]` when that is non-zero (carried from an earlier
         batch). Update the state with `since[frame.last]` afterwards.
         """
+        if not cond.any():
+            return np.zeros(self.n, dtype=np.int64)
         r_idx = self.last_idx(reset)
         # the first cond row after the last reset: the start of the run
         first_cond = self.rows.copy()

@@ -357,11 +357,11 @@ class Integrity:
         if not have:
             return
         ok = frame.ok
-        volts = np.column_stack([f[u] for u, _ in have])
-        amps = np.column_stack([np.abs(f[i]) for _, i in have])
-        # nominal voltage: learned slowly from the highest phase, snapped to 120/230 V
-        vmax = np.max(np.where(ok[:, None] & ~np.isnan(volts), volts, -np.inf), axis=1)
-        if frame.n:
+        volts = [f[u] for u, _ in have]
+        amps = [np.abs(f[i]) for _, i in have]
+        # nominal voltage: learned once from the highest phase, snapped to 120/230 V
+        if frame.n and np.isnan(self.u_nom[frame.seg_dev]).any():
+            vmax = np.fmax.reduce([np.where(ok, v, np.nan) for v in volts])
             seg_v = np.fmax.reduceat(np.nan_to_num(vmax, nan=0.0), frame.first)
             seen = seg_v > 50
             d = frame.seg_dev[seen]
@@ -371,54 +371,64 @@ class Integrity:
         u_nom = self.u_nom[frame.dev]
         known = ~np.isnan(u_nom) & ok
         # voltage loss under load on any phase
-        low = (volts < 0.78 * u_nom[:, None]) & (amps > 0.05)
-        high = volts > 0.85 * u_nom[:, None]
-        on = known & np.any(low, axis=1)
-        off = known & ~on & np.all(high | np.isnan(volts), axis=1)
+        lim_low, lim_high = 0.78 * u_nom, 0.85 * u_nom
+        low_any = np.zeros(frame.n, dtype=bool)
+        high_all = np.ones(frame.n, dtype=bool)
+        for v, a in zip(volts, amps, strict=True):
+            low_any |= (v < lim_low) & (a > 0.05)
+            high_all &= (v > lim_high) | np.isnan(v)
+        on = known & low_any
+        off = known & ~on & high_all
         for r in self.latch["voltage_loss"].update_rows(frame, on, off):
-            ph = int(np.argmax(low[r]))
+            ph = int(
+                np.argmax(
+                    [v[r] < lim_low[r] and a[r] > 0.05 for v, a in zip(volts, amps, strict=True)]
+                )
+            )
             self._find(
                 out,
                 frame,
                 int(r),
                 "integrity.voltage_loss",
-                score=float(volts[r, ph] / u_nom[r] * 100.0),
+                score=float(volts[ph][r] / u_nom[r] * 100.0),
                 threshold=78.0,
                 unit="%",
-                explanation=f"phase L{ph + 1} voltage {volts[r, ph]:.1f} V is below 78 % "
-                f"of {u_nom[r]:.0f} V while it carries {amps[r, ph]:.2f} A (voltage loss "
+                explanation=f"phase L{ph + 1} voltage {volts[ph][r]:.1f} V is below 78 % "
+                f"of {u_nom[r]:.0f} V while it carries {amps[ph][r]:.2f} A (voltage loss "
                 "under load)",
             )
         # current loss: a phase carries nothing while voltage is present and another phase
         # carries load, for a sustained time
         if len(have) == 3:
-            present = volts > 0.7 * u_nom[:, None]
-            zero = (amps < 0.025) & present
-            loaded = amps > 0.25
-            cond = known & np.any(zero, axis=1) & np.any(loaded, axis=1)
+            zero_any = np.zeros(frame.n, dtype=bool)
+            loaded_any = np.zeros(frame.n, dtype=bool)
+            for v, a in zip(volts, amps, strict=True):
+                zero_any |= (a < 0.025) & (v > 0.7 * u_nom)
+                loaded_any |= a > 0.25
+            cond = known & zero_any & loaded_any
             clear = known & ~cond
             since = frame.run_since(cond, clear, self.loss_since)
             sustained = cond & (frame.ts - since >= self.current_loss_min_ns)
             for r in self.latch["current_loss"].update_rows(frame, sustained, clear):
-                ph = int(np.argmax(zero[r]))
+                ph = int(np.argmin([a[r] for a in amps]))
                 self._find(
                     out,
                     frame,
                     int(r),
                     "integrity.current_loss",
-                    score=float(amps[r, ph]),
+                    score=float(amps[ph][r]),
                     threshold=0.025,
                     unit="A",
                     start_ns=int(since[r]),
-                    explanation=f"phase L{ph + 1} carries {amps[r, ph]:.3f} A at "
-                    f"{volts[r, ph]:.0f} V while another phase carries "
-                    f"{np.max(amps[r]):.1f} A, since {iso(int(since[r]))} (CT bypass?)",
+                    explanation=f"phase L{ph + 1} carries {amps[ph][r]:.3f} A at "
+                    f"{volts[ph][r]:.0f} V while another phase carries "
+                    f"{max(a[r] for a in amps):.1f} A, since {iso(int(since[r]))} (CT bypass?)",
                 )
             if frame.n:
                 self.loss_since[frame.seg_dev] = since[frame.last]
         # live/neutral mismatch on single-phase meters
         if "current_n_a" in f and len(have) == 1:
-            il, inn = amps[:, 0], np.abs(f["current_n_a"])
+            il, inn = amps[0], np.abs(f["current_n_a"])
             big = np.fmax(il, inn)
             ratio = np.abs(il - inn) / np.where(big > 0, big, 1.0)
             valid = ok & ~np.isnan(il) & ~np.isnan(inn) & (big > 0.5)

@@ -92,7 +92,7 @@ class Snapshots:
                     continue
                 col = frame.cont.get(name, frame.fields.get(name))
                 if col is not None:
-                    vals[mask, s] = col[mask]
+                    np.copyto(vals[:, s], col, where=mask)
         if "power_total_w" in frame.fields:
             self._power(frame, vals, interval_s)
         vals[~frame.ok] = np.nan
@@ -119,8 +119,8 @@ class Snapshots:
         cum_k = self.pcum[frame.dev, 0] + frame.seg_cumsum(kwh)
         cum_s = self.pcum[frame.dev, 1] + frame.seg_cumsum(secs)
         elec = self.ctx.kind[frame.dev] == KIND_CODE["electricity"]
-        vals[elec, 2] = cum_k[elec]
-        vals[elec, 3] = cum_s[elec]
+        np.copyto(vals[:, 2], cum_k, where=elec)
+        np.copyto(vals[:, 3], cum_s, where=elec)
         if frame.n:
             self.pcum[frame.seg_dev, 0] = cum_k[frame.last]
             self.pcum[frame.seg_dev, 1] = cum_s[frame.last]
