@@ -21,6 +21,10 @@ measures product and water level in a horizontal cylinder with millimetre
 noise and the temperature with 0.05 degC noise, and computes gross and net
 volume from them, as an automatic tank gauge does.
 
+Intermittent over-registration (a pulse-adding chip) adds `magnitude` on a
+`fraction` of transactions; with `on_days`/`off_days` it is switched on and
+off in cycles.
+
 Nozzle parameters: `rate_per_h` (3), `flow_lpm` (36-44), `price` (1.75),
 `grade` ("diesel"), `k_factor` (100 pulses/L), `totalizer_start_l` (random).
 Tank parameters: `capacity_l` (30000), `diameter_mm` (2500),
@@ -128,6 +132,10 @@ class NozzleModel:
             gain = gain + np.where(window(c, start), c.magnitude or 0.0, 0.0)
         for c in of(self.conditions, Label.INTERMITTENT_OVER_REGISTRATION):
             on = window(c, start) & (chip < c.param("fraction", 0.3))
+            on_days, off_days = c.param("on_days", 0.0), c.param("off_days", 0.0)
+            if on_days > 0 and off_days > 0:  # switched on and off remotely, in cycles
+                phase = ((start - c.start_s) / DAY_S) % (on_days + off_days)
+                on &= phase < on_days
             gain = gain + np.where(on, c.magnitude or 0.02, 0.0)
         measured = np.where(
             kind < 0.65,

@@ -6,6 +6,8 @@ random draws are identical, so the difference isolates the injected effect.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -379,3 +381,28 @@ def test_every_catalogue_scenario_has_a_signature_test() -> None:
     } | {f"over_registration_{t}pct" for t in ("0_15", "0_3", "0_5", "1", "3")}
     catalogue = {n for n in scenario_names() if n != "demo"}
     assert catalogue == tested
+
+
+def test_intermittent_chip_switched_on_and_off_in_cycles() -> None:
+    from simulators.catalogue import catalogue_scenario
+    from simulators.spec import Condition, Label
+
+    base = catalogue_scenario("honest")
+    chip = Condition(
+        "nozzle-3",
+        Label.INTERMITTENT_OVER_REGISTRATION,
+        2 * 86_400.0,
+        magnitude=0.05,
+        params={"fraction": 1.0, "on_days": 1.0, "off_days": 1.0},
+    )
+    scn = dataclasses.replace(base, conditions=(chip,))
+    r = generate(scn, seed=SEED, days=DAYS)
+    h = run("honest")
+    for d in range(2, DAYS - 1):
+        gain, sales = tank_gain(r, d + 0.01, d + 0.99)
+        honest_gain, _ = tank_gain(h, d + 0.01, d + 0.99)
+        effect = (gain - honest_gain) / sales[3]
+        if d % 2 == 0:  # days 2, 4, 6: armed
+            assert effect == pytest.approx(0.05, rel=0.15), d
+        else:
+            assert abs(effect) < 0.004, d
