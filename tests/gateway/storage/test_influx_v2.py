@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import urllib.parse
 import urllib.request
+import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from drivers.reading import DeviceKind, Reading
 from gateway.storage import (
     Forwarder,
+    InfluxV1Store,
     InfluxV2Store,
     Outbox,
     ReadingEncoder,
@@ -21,7 +23,7 @@ from gateway.storage import (
     point_ts_ns,
 )
 from tests.gateway.storage.conftest import BASE_NS, VictoriaMetrics
-from tests.services import free_port
+from tests.services import InfluxService, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +36,12 @@ def _export(vm: VictoriaMetrics, match: str) -> list[dict[str, object]]:
         return [json.loads(line) for line in resp.read().decode().splitlines() if line]
 
 
-def _store(url: str, encoder: ReadingEncoder) -> InfluxV2Store:
+def _store(url: str, encoder: ReadingEncoder, bucket: str = "readings") -> InfluxV2Store:
     return InfluxV2Store(
         url=url,
         token="test-token-not-secret",
         org="meterwatch",
-        bucket="readings",
+        bucket=bucket,
         encoder=encoder,
         timeout_s=5,
     )
@@ -97,3 +99,26 @@ async def test_v2_unreachable_is_retryable() -> None:
     with pytest.raises(SinkUnavailable):
         await store.write([Reading("g1", DeviceKind.GAS, BASE_NS, 1, {"temperature_c": 1.0})])
     await store.close()
+
+
+async def test_v2_reads_through_the_v1_compatible_query_api(influxdb: InfluxService) -> None:
+    """InfluxDB 2.x answers InfluxQL on /query with the token and the bucket as database;
+    1.x serves the same endpoint, so the v2 store's read path is checked against it."""
+    encoder = ReadingEncoder(site_id="s2")
+    bucket = f"v2_{uuid.uuid4().hex[:8]}"
+    v1 = InfluxV1Store(url=influxdb.url, database=bucket, encoder=encoder)
+    await v1.ensure_database()
+    readings = [
+        Reading("t 1", DeviceKind.TANK_GAUGE, BASE_NS + s * 10**9, s, {"net_volume_l": 100.0 - s})
+        for s in range(30)
+    ]
+    await v1.write(readings)
+    v2 = _store(influxdb.url, encoder, bucket)  # the bucket name is the DBRP database
+    for kwargs in ({}, {"every_s": 10.0, "agg": "min"}):
+        assert await v2.query("t 1", start_ns=BASE_NS, end_ns=BASE_NS + 10**12, **kwargs) == (
+            await v1.query("t 1", start_ns=BASE_NS, end_ns=BASE_NS + 10**12, **kwargs)
+        )
+    latest = await v2.latest("t 1")
+    assert latest is not None and latest.seq == 29 and latest.fields == {"net_volume_l": 71.0}
+    await v1.close()
+    await v2.close()
