@@ -64,6 +64,7 @@ from gateway.api.metrics import ApiMetrics
 from gateway.api.models import (
     BAD_REQUEST,
     ERRORS,
+    FORBIDDEN,
     NOT_FOUND,
     ActionIn,
     AlertChangeOut,
@@ -316,6 +317,7 @@ def create_app(
         response_class=Response,
         responses={
             **ERRORS,
+            **FORBIDDEN,
             200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
         },
     )
@@ -373,7 +375,11 @@ def create_app(
     @v1.get(
         "/devices/{device_id}/readings",
         response_model=ReadingsOut,
-        responses={**NOT_FOUND, **BAD_REQUEST},
+        responses={
+            **NOT_FOUND,
+            **BAD_REQUEST,
+            403: {"model": Problem, "description": "inspector keys: older than 7 days"},
+        },
         tags=["devices"],
         summary="A device's readings",
     )
@@ -428,7 +434,7 @@ def create_app(
     @v1.get(
         "/devices/{device_id}/timeline",
         response_model=TimelineOut,
-        responses={**NOT_FOUND, **BAD_REQUEST},
+        responses={**NOT_FOUND, **BAD_REQUEST, **FORBIDDEN},
         tags=["devices"],
         summary="A device's timeline",
     )
@@ -630,6 +636,7 @@ def create_app(
 
     action_responses: dict[int | str, dict[str, Any]] = {
         **NOT_FOUND,
+        **FORBIDDEN,
         **BAD_REQUEST,
         409: {"model": Problem, "description": "not allowed in the alert's status"},
         413: {"model": Problem, "description": "body larger than api.max_body_bytes"},
@@ -693,6 +700,7 @@ def create_app(
         response_class=Response,
         responses={
             **NOT_FOUND,
+            **FORBIDDEN,
             200: {
                 "description": "a zip: the alert and its history, the cited readings as "
                 "CSV and PNG chart, ledger entries with inclusion proofs, a README and a "
@@ -741,6 +749,7 @@ def create_app(
     @v1.get(
         "/ledger/verify",
         response_model=LedgerVerifyOut,
+        responses=FORBIDDEN,
         tags=["ledger"],
         summary="Verify the evidence ledger",
     )

@@ -18,8 +18,10 @@ class Problem(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "no valid API key"},
-    403: {"model": Problem, "description": "the key's role may not do this"},
     429: {"model": Problem, "description": "too many failed authentications from this address"},
+}
+FORBIDDEN: dict[int | str, dict[str, Any]] = {
+    403: {"model": Problem, "description": "the key's role may not do this"}
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "no such object within the key's sites"}

@@ -179,3 +179,16 @@ async def test_dashboard_files_are_public_and_locked_down(client: httpx.AsyncCli
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     script = await client.get("/static/app.js")
     assert script.status_code == 200 and "sessionStorage" in script.text
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if "openapi" not in r.path], ids=_ids)
+def test_schema_documents_403_exactly_where_a_role_is_refused(world: World, route: Route) -> None:
+    spec = world.app.openapi()
+    template = (
+        route.path.split("?")[0].replace("{dev}", "{device_id}").replace("{alert}", "{alert_id}")
+    )
+    responses = spec["paths"][template][route.method.lower()]["responses"]
+    assert {"401", "429"} <= set(responses)
+    # Readings also answer 403 to inspectors asking for more than the last 7 days.
+    may_refuse = route.allowed != ALL or template.endswith("/readings")
+    assert ("403" in responses) == may_refuse
