@@ -535,14 +535,16 @@ class DevicePoller:
         self._backoffs = 0
         self._sink_failed = False
         self._nonfinite_logged = False
-        self._refused: set[ReadBlock] = set()
-        self._decoders = {
-            b: tuple(
+        self._refused: set[int] = set()
+        # per block index: (name, decoder, byte offset); blocks are looked up by
+        # index because hashing a block hashes every field spec in it
+        self._decoders = [
+            tuple(
                 (f.name, compile_decoder(f), off)
                 for f, off in zip(b.fields, b.offsets, strict=True)
             )
             for b in self.blocks
-        }
+        ]
         self._polls_since_probe = 0
 
     async def _read_block(self, client: RegisterReader, block: ReadBlock) -> bytes:
@@ -572,23 +574,23 @@ class DevicePoller:
         quality: str = Quality.OK
         error: DriverError | None = None
         refusal: ModbusExceptionError | None = None
-        refused_now: set[ReadBlock] = set()
+        refused_now: set[int] = set()
         self._polls_since_probe += 1
         reprobe = self._polls_since_probe >= _REPROBE_REFUSED_POLLS
         if reprobe:
             self._polls_since_probe = 0
-        for block in self.blocks:
-            if block in self._refused and not reprobe:
+        for index, block in enumerate(self.blocks):
+            if index in self._refused and not reprobe:
                 continue
             try:
                 buf = await self._read_block(client, block)
-                self._decode_block(block, buf, fields)
+                self._decode_block(index, buf, fields)
             except DeviceTimeoutError as exc:
                 quality, error = Quality.TIMEOUT, exc
                 break  # a silent device will not answer the next block either
             except ModbusExceptionError as exc:
                 if exc.exception_code in _REFUSED:
-                    refused_now.add(block)
+                    refused_now.add(index)
                     refusal = exc
                     continue
                 quality, error = exception_quality(exc.exception_code), exc
@@ -606,7 +608,7 @@ class DevicePoller:
                 # and probe the refused blocks again now and then.
                 new = refused_now - self._refused
                 if new:
-                    names = ", ".join(f.name for b in new for f in b.fields)
+                    names = ", ".join(f.name for i in sorted(new) for f in self.blocks[i].fields)
                     log.warning("%s: device refuses %s (%s); reading the other fields",
                                 dev.id, names, refusal)
                 self._refused = refused_now if reprobe else self._refused | refused_now
@@ -624,10 +626,10 @@ class DevicePoller:
         self._account(reading, error)
         return reading
 
-    def _decode_block(self, block: ReadBlock, buf: bytes, fields: dict[str, float]) -> None:
+    def _decode_block(self, index: int, buf: bytes, fields: dict[str, float]) -> None:
         isfinite = math.isfinite
         try:
-            for name, decoder, off in self._decoders[block]:
+            for name, decoder, off in self._decoders[index]:
                 value = decoder(buf, off)
                 if isfinite(value):
                     fields[name] = value
@@ -718,6 +720,7 @@ async def poll_tcp_bus(
         while True:
             poller.status.next_poll_ns = int(due * 1e9)
             await _sleep_until(due)
+            poller.status.last_start_lag_s = time.time() - due
             try:
                 client = await endpoint.get(device=poller.device.id)
             except TransportError as exc:
@@ -770,6 +773,7 @@ async def poll_sequential_bus(
             due, i = heapq.heappop(heap)
             poller = pollers[i]
             await _sleep_until(due)
+            poller.status.last_start_lag_s = time.time() - due
             try:
                 client = await endpoint.get(device=poller.device.id)
             except TransportError as exc:

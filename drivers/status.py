@@ -39,6 +39,7 @@ class DeviceStatus:
     messages: int = 0
     malformed: int = 0
     next_poll_ns: int | None = None
+    last_start_lag_s: float | None = None  # how late the last poll started vs its schedule
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -119,6 +119,46 @@ class Unit:
     times: list[float] = field(default_factory=list)
 
 
+class _PeerProtocol(asyncio.Protocol):
+    def __init__(self, peer: FaultPeer) -> None:
+        self.peer = peer
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer.connections += 1
+        self.peer._transports.add(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.peer._transports.discard(self.transport)
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        peer, buf = self.peer, self.buf
+        while self.transport is not None:
+            if peer.framing == "tcp":
+                if len(buf) < 7:
+                    return
+                tid, _, length, unit_id = struct.unpack_from(">HHHB", buf)
+                if len(buf) < 6 + length:
+                    return
+                pdu = bytes(buf[7 : 6 + length])
+                del buf[: 6 + length]
+            else:
+                if len(buf) < 8:
+                    return
+                frame = bytes(buf[:8])
+                del buf[:8]
+                if crc16(frame[:6]) != struct.unpack("<H", frame[6:])[0]:
+                    continue
+                tid, unit_id, pdu = 0, frame[0], frame[1:6]
+            peer._request(self.transport, tid, unit_id, pdu)
+
+
 class FaultPeer:
     """An asyncio Modbus server with per-unit faults; `framing` is ``tcp`` or ``rtu``."""
 
@@ -128,85 +168,71 @@ class FaultPeer:
         self.server: asyncio.Server | None = None
         self.port = 0
         self.connections = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._transports: set[asyncio.Transport] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._cache: dict[tuple[int, int, int, int], bytes] = {}
 
     async def __aenter__(self) -> FaultPeer:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: _PeerProtocol(self), "127.0.0.1", 0, backlog=4096
+        )
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
-        for w in list(self._writers):
-            w.close()
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for timer in self._timers:
+            timer.cancel()
+        for t in list(self._transports):
+            t.abort()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2):
                 await self.server.wait_closed()
 
-    def _answer(self, unit: Unit, fc: int, addr: int, count: int) -> bytes:
+    def _answer(self, unit_id: int, unit: Unit, fc: int, addr: int, count: int) -> bytes:
         if unit.mode == "exception":
             return bytes((fc | 0x80, unit.exception_code))
+        key = (unit_id, fc, addr, count)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
         table = unit.image.get(fc, {})
         if fc not in (3, 4) or any(a not in table for a in range(addr, addr + count)):
             return bytes((fc | 0x80, 2))
-        return bytes((fc, 2 * count)) + struct.pack(
+        body = bytes((fc, 2 * count)) + struct.pack(
             f">{count}H", *(table[a] for a in range(addr, addr + count))
         )
+        self._cache[key] = body  # images do not change while served
+        return body
 
-    async def _respond(
-        self, writer: asyncio.StreamWriter, unit: Unit, frame: bytes, delay_s: float
-    ) -> None:
-        if delay_s:
-            await asyncio.sleep(delay_s)
-        if not writer.is_closing():
-            writer.write(frame)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self._writers.add(writer)
+    def _request(self, transport: asyncio.Transport, tid: int, unit_id: int, pdu: bytes) -> None:
+        fc, addr, count = struct.unpack(">BHH", pdu[:5])
+        unit = self.units.get(unit_id)
+        if unit is None:
+            return  # like a gateway with nothing behind that id: silence
         loop = asyncio.get_running_loop()
-        try:
-            while True:
-                if self.framing == "tcp":
-                    head = await reader.readexactly(7)
-                    tid, _, length, unit_id = struct.unpack(">HHHB", head)
-                    pdu = await reader.readexactly(length - 1)
-                else:
-                    frame = await reader.readexactly(8)
-                    unit_id, pdu = frame[0], frame[1:6]
-                    if crc16(frame[:6]) != struct.unpack("<H", frame[6:])[0]:
-                        continue
-                fc, addr, count = struct.unpack(">BHH", pdu[:5])
-                unit = self.units.get(unit_id)
-                if unit is None:
-                    continue  # like a gateway with nothing behind that id: silence
-                unit.requests += 1
-                unit.times.append(loop.time())
-                if unit.mode == "silent":
-                    continue
-                if unit.mode == "drop":
-                    writer.transport.abort()
-                    return
-                body = self._answer(unit, fc, addr, count)
-                if self.framing == "tcp":
-                    out = struct.pack(">HHHB", tid, 0, len(body) + 1, unit_id) + body
-                else:
-                    adu = bytes((unit_id,)) + body
-                    out = adu + struct.pack("<H", crc16(adu))
-                delay = unit.delay_s if unit.mode == "late" else 0.0
-                if delay:
-                    t = asyncio.create_task(self._respond(writer, unit, out, delay))
-                    self._tasks.add(t)
-                    t.add_done_callback(self._tasks.discard)
-                else:
-                    writer.write(out)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
+        unit.requests += 1
+        unit.times.append(loop.time())
+        if unit.mode == "silent":
+            return
+        if unit.mode == "drop":
+            transport.abort()
+            return
+        body = self._answer(unit_id, unit, fc, addr, count)
+        if self.framing == "tcp":
+            out = struct.pack(">HHHB", tid, 0, len(body) + 1, unit_id) + body
+        else:
+            adu = bytes((unit_id,)) + body
+            out = adu + struct.pack("<H", crc16(adu))
+        if unit.mode == "late":
+            timer = loop.call_later(unit.delay_s, self._late, transport, out)
+            self._timers.add(timer)
+        else:
+            transport.write(out)
+
+    @staticmethod
+    def _late(transport: asyncio.Transport, out: bytes) -> None:
+        if not transport.is_closing():
+            transport.write(out)
