@@ -74,11 +74,11 @@ def _settings(
     )
 
 
-async def _count_in_store(gw: Gateway, device: str, since_ns: int) -> tuple[int, set[int]]:
+async def _count_in_store(
+    gw: Gateway, device: str, start_ns: int, end_ns: int
+) -> tuple[int, set[int]]:
     assert gw.parts is not None
-    res = await gw.parts.storage.store.query(
-        device, start_ns=since_ns, end_ns=time.time_ns() + 10**9
-    )
+    res = await gw.parts.storage.store.query(device, start_ns=start_ns, end_ns=end_ns)
     return len(res.ts_ns), set(res.seq)
 
 
