@@ -114,3 +114,17 @@ def canonical_field(kind: DeviceKind, name: str) -> CanonicalField:
         raise KeyError(
             f"{name!r} is not a canonical field of {kind.value} (known: {known})"
         ) from None
+
+
+def markdown_table() -> str:
+    """The README's table of canonical fields (``python -m drivers.fields`` prints it)."""
+    lines = ["| kind | field | unit | meaning |", "| --- | --- | --- | --- |"]
+    for kind, fields in CANONICAL_FIELDS.items():
+        for f in fields.values():
+            meaning = f.description + (" (counter)" if f.counter else "")
+            lines.append(f"| {kind.value} | `{f.name}` | {f.unit} | {meaning} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
