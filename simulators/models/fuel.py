@@ -145,11 +145,17 @@ class NozzleModel:
         true_vol = np.where(kind < 0.65, fill, np.where(kind < 0.9, measured / gain, can))
         duration = true_vol / flow * 60.0
         end = np.empty(n)
+        # One customer at a time: a queue, so a plain loop (over Python floats: fast).
+        starts: list[float] = []
+        ends: list[float] = []
         prev_end = t0 - 1e9
-        for i in range(n):
-            start[i] = max(t0 + arrivals[i], prev_end + gaps[i])
-            end[i] = start[i] + duration[i]
-            prev_end = end[i]
+        for arr, gap, dur in zip(arrivals.tolist(), gaps.tolist(), duration.tolist(), strict=True):
+            begin = max(t0 + arr, prev_end + gap)
+            starts.append(begin)
+            prev_end = begin + dur
+            ends.append(prev_end)
+        start = np.array(starts, dtype=np.float64)
+        end = np.array(ends, dtype=np.float64)
         keep = end < t0 + DAY_S - 30.0
         return start[keep], end[keep], true_vol[keep], measured[keep], (flow * gain)[keep]
 
