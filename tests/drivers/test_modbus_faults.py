@@ -18,7 +18,7 @@ import pytest
 from drivers.bus import Link, run_bus
 from drivers.links import PolledDevice, RtuOverTcpLink, TcpLink
 from drivers.modbus import backoff_s, next_aligned_s
-from drivers.profiles import load_profile
+from drivers.profiles import Profile, load_profile
 from drivers.reading import Quality, Reading
 from drivers.status import BusStatus, DeviceState
 from tests.drivers.conftest import Collector
@@ -33,13 +33,13 @@ INTERVAL_S = 0.25
 PERIOD_TOLERANCE_S = 0.1
 
 
-def _device(dev_id: str, unit: int, **kw: float) -> PolledDevice:
+def _device(dev_id: str, unit: int, profile: Profile = WATER, **kw: float) -> PolledDevice:
     opts: dict[str, float] = {
         "poll_interval_s": INTERVAL_S, "timeout_s": 0.12, "retries": 1, "down_after": 2,
         "backoff_cap_s": 0.5,
     }
     opts.update(kw)
-    return PolledDevice(dev_id, WATER, unit, **opts)  # type: ignore[arg-type]
+    return PolledDevice(dev_id, profile, unit, **opts)  # type: ignore[arg-type]
 
 
 def _assert_keeps_period(readings: list[Reading]) -> None:
@@ -102,9 +102,10 @@ async def test_faulty_units_never_delay_the_healthy_one(collector: Collector) ->
     assert all(not r.fields for r in early if r.device_id != "healthy")
     # retries only after a timeout or exception 06, never after exception 02
     polls_refusing = len([r for r in early if r.device_id == "refusing"])
-    assert requests_at_heal[4] == polls_refusing
+    # (a poll may be in flight at the snapshot: its reading is not emitted yet)
+    assert polls_refusing <= requests_at_heal[4] <= polls_refusing + 1
     polls_busy = len([r for r in early if r.device_id == "busy"])
-    assert requests_at_heal[5] == 2 * polls_busy  # retries = 1
+    assert 2 * polls_busy <= requests_at_heal[5] <= 2 * polls_busy + 2  # retries = 1
     # backoff: dead devices were probed less often than the healthy one
     polls = {n: len([r for r in early if r.device_id == n]) for n in ("healthy", "silent")}
     assert polls["silent"] < 0.75 * polls["healthy"], polls
@@ -165,6 +166,27 @@ async def test_dead_device_on_a_serial_line_is_backed_off(collector: Collector) 
     dead = collector.of("dead")
     assert dead_requests < 0.75 * healthy_requests
     assert dead[-1].ok and status.devices["dead"].state is DeviceState.UP
+
+
+async def test_device_without_optional_registers_reads_the_rest(collector: Collector) -> None:
+    # An SDM630 without the tamper-counter block answers exception 02 for it:
+    # the other blocks are still read (quality ok), the refused fields are left
+    # out and the refused block is not asked again on every poll.
+    sdm = load_profile("eastron_sdm630")
+    image = register_image(sdm, {f.name: 1.0 for f in sdm.fields})
+    for addr in range(0x300, 0x306):
+        del image[4][addr]
+    unit = Unit(image)
+    async with FaultPeer({1: unit}) as peer:
+        link = TcpLink("127.0.0.1", peer.port, timeout_s=0.5)
+        async with _bus(link, [_device("sdm", 1, sdm)], collector):
+            await asyncio.sleep(1.4)
+    readings = collector.of("sdm")
+    assert len(readings) >= 4
+    assert all(r.ok for r in readings)
+    assert all("magnet_events" not in r.fields and "voltage_l1_v" in r.fields for r in readings)
+    blocks = 4  # see test_planner: three answered blocks + the refused one, asked once
+    assert unit.requests == (blocks - 1) * len(readings) + 1
 
 
 def test_backoff_is_capped_and_jittered() -> None:

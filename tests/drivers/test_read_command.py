@@ -16,7 +16,7 @@ from tests.services import free_port
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server_port() -> Iterator[int]:
     from pyModbusTCP.server import ModbusServer
 
