@@ -35,6 +35,7 @@ class Context:
     threshold_pct: FloatArray  # mpe_pct * threshold_mpe_fraction
     export_expected: BoolArray
     last: dict[str, FloatArray]  # last valid raw value per field (NaN = never seen)
+    reference: BoolArray | None = None  # True for the reference meter of a balance group
 
     @property
     def n(self) -> int:

@@ -137,6 +137,8 @@ class Engine:
         self.check_groups: list[GroupModel] = []
         for g in groups:
             self._add_group(g)
+        self.ctx.reference = np.zeros(n, dtype=bool)
+        self.ctx.reference[[self._index[g.reference] for g in groups]] = True
         self.check_drift = DriftTracker(len(self.check_groups))
         self.check_next_b = np.full(len(self.check_groups), -1, dtype=np.int64)
 

@@ -119,10 +119,15 @@ class Integrity:
                 "voltage_loss",
                 "current_loss",
                 "neutral_mismatch",
+                "low_pf",
+                "reverse_power",
+                "continuous_flow",
             )
         }
         self.u_nom = np.full(n, np.nan)
         self.loss_since = np.zeros(n, dtype=np.int64)  # current-loss condition start
+        self.pf_since = np.zeros(n, dtype=np.int64)  # low power factor under load since
+        self.flow_since = np.zeros(n, dtype=np.int64)  # uninterrupted water flow since
         self.current_loss_min_ns = int(current_loss_min_s * NS)
 
     # -- state ------------------------------------------------------------------------
@@ -134,6 +139,8 @@ class Integrity:
             out.update(latch.arrays(f"latch.{k}"))
         out["u_nom"] = self.u_nom
         out["loss_since"] = self.loss_since
+        out["pf_since"] = self.pf_since
+        out["flow_since"] = self.flow_since
         return out
 
     # -- processing -------------------------------------------------------------------
@@ -446,6 +453,71 @@ class Integrity:
                     f"differ by {ratio[r] * 100:.0f} % (bypass or earth leak)",
                 )
         self._energy_without_power(frame, out)
+        self._power_checks(frame, out)
+
+    def _power_checks(self, frame: Frame, out: list[Finding]) -> None:
+        """Reverse power of an import-only customer; power factor below 0.3 under load."""
+        f = frame.fields
+        if "power_total_w" in f:
+            p = f["power_total_w"]
+            valid = frame.valid("power_total_w") & ~self.ctx.export_expected[frame.dev]
+            for r in self.latch["reverse_power"].update_rows(
+                frame, valid & (p < -50.0), valid & (p > 0.0)
+            ):
+                self._find(
+                    out,
+                    frame,
+                    int(r),
+                    "integrity.reverse_energy",
+                    score=float(-p[r]),
+                    threshold=50.0,
+                    unit="W",
+                    explanation=f"active power {p[r]:.0f} W flows backwards through an "
+                    "import-only meter (reversed wiring or bypass)",
+                )
+        if "power_factor" in f and "power_total_w" in f:
+            pf, p = np.abs(f["power_factor"]), np.abs(f["power_total_w"])
+            valid = frame.valid("power_factor") & frame.valid("power_total_w")
+            cond = valid & (pf < 0.3) & (p > 100.0)
+            since = frame.run_since(cond, valid & ~cond, self.pf_since)
+            if frame.n:
+                self.pf_since[frame.seg_dev] = since[frame.last]
+            long = cond & (frame.ts - since >= HOUR_NS)
+            for r in self.latch["low_pf"].update_rows(frame, long, valid & (pf > 0.5)):
+                self._find(
+                    out,
+                    frame,
+                    int(r),
+                    "integrity.low_power_factor",
+                    score=float(pf[r]),
+                    threshold=0.3,
+                    start_ns=int(since[r]),
+                    explanation=f"power factor {pf[r]:.2f} below 0.3 under {p[r]:.0f} W "
+                    f"since {iso(int(since[r]))} (tampered voltage or current circuit)",
+                )
+        if "flow_m3h" in f:
+            q = f["flow_m3h"]
+            valid = frame.valid("flow_m3h")
+            cond = valid & (q > 1e-4)
+            if self.ctx.reference is not None:
+                cond &= ~self.ctx.reference[frame.dev]  # a district's bulk meter always flows
+            since = frame.run_since(cond, valid & ~cond, self.flow_since)
+            if frame.n:
+                self.flow_since[frame.seg_dev] = since[frame.last]
+            long = cond & (frame.ts - since >= 24 * HOUR_NS)
+            for r in self.latch["continuous_flow"].update_rows(frame, long, valid & ~cond):
+                self._find(
+                    out,
+                    frame,
+                    int(r),
+                    "integrity.continuous_flow",
+                    score=float(q[r]),
+                    threshold=1e-4,
+                    unit="m3/h",
+                    start_ns=int(since[r]),
+                    explanation=f"water has flowed without a pause since {iso(int(since[r]))} "
+                    f"(now {q[r]:.4f} m3/h): a leak behind the meter",
+                )
 
     def _energy_without_power(self, frame: Frame, out: list[Finding]) -> None:
         cont = frame.cont.get("energy_import_kwh")

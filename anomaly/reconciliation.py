@@ -1,41 +1,47 @@
 """Reconciliation over balance groups: tank vs nozzles, feeder vs customers, bulk vs district.
 
 Every group has a reference (tank gauge, feeder meter, bulk meter) and
-members. Per period (one hour) the reference flow is what left through the
-reference: for a tank `stock_open + deliveries - stock_close`, for a
-feeder or bulk meter its net advance times `1 - technical_loss`. With
-member flows `x_j`, the unaccounted volume is
+members. Per period (one hour, from the period snapshots) the reference flow
+is what passed the reference: for a tank `stock_open + deliveries -
+stock_close` (net, 15 °C; the nozzles' sales, measured at product
+temperature, are converted with the tank's net/gross ratio), for a feeder or
+bulk meter its net advance. With member flows `x_j`, the unaccounted volume
 
-    y = reference_flow - Σ x_j = Σ β_j x_j + λ · hours + noise
+    y = reference_flow - Σ x_j = Σ β_j x_j + λ · hours (+ γ · load²/hours) + noise
 
-fitted by weighted least squares with exponential forgetting at three time
-scales (1, 7 and 30 days). A member that registers `e_j` too much gives
-`β_j = -e_j / (1 + e_j)`; λ is a constant loss per hour (a tank leak, an
-unmetered load, a district leak).
+is fitted by least squares with exponential forgetting at three time scales
+(1, 7 and 30 days). A member that registers `e_j` too much gives
+`β_j = -e_j / (1 + e_j)`; λ is a constant loss per hour (a tank leak, a
+district's leakage); γ models feeder losses that grow with load squared.
 
 Findings:
-- `reconciliation.tank_nozzle_error` (and `feeder_member_error`,
-  `bulk_member_error`): a member's error `e_j` (%) with its 95 % CI, when it
-  exceeds the decision threshold (half of fraction × MPE) and is
-  significant at some scale (z ≥ 5, 4.5, 4 at 1, 7, 30 days). For feeders
-  and bulk groups the error is taken against the median of the members
-  (technical losses shift all of them alike).
+- `reconciliation.tank_nozzle_error`: a nozzle's error `e_j` (%) with its
+  95 % CI, when it exceeds the decision threshold (half of fraction × MPE)
+  and is significant at some scale (z ≥ 5, 4.5, 4 at 1, 7, 30 days).
 - `reconciliation.tank_leak`: λ as a leak rate in L/h, decided as in
   statistical inventory reconciliation: fail when the estimate exceeds the
   leak threshold (0.38 L/h, half of the 0.76 L/h minimum detectable leak)
-  and is significant; the result pass/fail/inconclusive (inconclusive =
-  the minimum detectable leak at 95 % is above 0.76 L/h) is in `report()`.
-- `reconciliation.feeder_loss` / `bulk_loss`: λ as an unmetered constant
-  flow, when it exceeds the decision threshold of the reference's flow.
+  and is significant (z ≥ 5, 4, 3); the 30-day result pass / fail /
+  inconclusive (inconclusive = the leak detectable with 95 % probability is
+  above 0.76 L/h) is in the finding and in `report()`.
 - `reconciliation.tank_balance` / `feeder_balance` / `bulk_balance`: the
-  daily unaccounted fraction `Σy / Σreference` through CUSUM/EWMA (a step
-  change: a chip switched on, a customer bypassing), with the members
-  ranked by how well the change of their β matches the step.
+  daily unaccounted fraction `Σy / Σreference` through CUSUM/EWMA (a step: a
+  chip switched on, a customer bypassing), with the members ranked as likely
+  culprits (`devices[1:]`). A tank is judged against zero; feeders and
+  districts against the baseline of their first days (technical losses are
+  never known exactly) at twice the reference's threshold, and their
+  members are ranked by how well their own drop in consumption matches the
+  step (DOMAIN.md), tanks by their 7-day β.
+
+Per-member errors of feeders and districts are estimated (`report()`) but
+not raised on their own: load-dependent losses that change from day to day
+bias them more than the MPE of a customer meter.
 
 Failure modes handled: periods where a device is missing or crossed a long
-gap are skipped; outlying periods (a delivery measured wrongly, a gauge
-glitch: residual over 8 robust σ once the fit is warm) are skipped and
-counted; members that never flow keep β = 0 (ridge) and are never flagged.
+gap are skipped; outlying periods (a delivery booked before it is in the
+tank, a gauge glitch: residual over 8 robust σ once the fit is warm) are
+skipped and counted, three in a row are accepted as a real step; members
+that never flow keep β = 0 (ridge) and are never flagged.
 """
 
 from __future__ import annotations

@@ -65,3 +65,21 @@ def test_reverse_flow_register_rise_on_water_meter():
     eng = one("water", 2.0)
     found = eng.process(rows(eng, "d1", [0, 900], {"volume_reverse_m3": [1.0, 1.05]}))
     assert detectors(found) == ["integrity.reverse_flow"]
+
+
+def test_reverse_power_low_power_factor_and_continuous_flow():
+    eng = one("electricity")
+    t = [0, 300, 600, 900]
+    found = eng.process(rows(eng, "d1", t, {"power_total_w": [500, -300, -400, 200]}))
+    assert detectors(found) == ["integrity.reverse_energy"]
+    eng = one("electricity")
+    t = list(range(0, 2 * 3600 + 1, 600))
+    found = eng.process(rows(eng, "d1", t, {"power_total_w": [800] * len(t),
+                                            "power_factor": [0.2] * len(t)}))
+    assert detectors(found) == ["integrity.low_power_factor"]
+    assert found[0].window_end_ns - found[0].window_start_ns >= 3600 * 10**9
+    eng = one("water", 2.0)
+    t = list(range(0, 30 * 3600, 900))
+    q = [0.01] * len(t)
+    found = eng.process(rows(eng, "d1", t, {"flow_m3h": q}))
+    assert detectors(found) == ["integrity.continuous_flow"]
