@@ -7,7 +7,9 @@ import contextlib
 import json
 import logging
 import shutil
-from collections.abc import AsyncIterator, Callable
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +19,7 @@ from drivers.profiles import load_profile
 from drivers.reading import DeviceKind, Quality
 from drivers.status import BusStatus, DeviceState
 from tests.drivers.conftest import Collector
-from tests.services import ServiceProcess
+from tests.services import ServiceProcess, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +31,15 @@ WATER = SubscribedDevice(
 DEVICES = [PLUG, SHELLY, WATER]
 
 
-async def _pub(broker: ServiceProcess, topic: str, payload: str, *, qos: int = 1) -> None:
+async def _pub(
+    broker: ServiceProcess, topic: str, payload: str, *, qos: int = 1,
+    extra: tuple[str, ...] = (),
+) -> None:
     exe = shutil.which("mosquitto_pub")
     assert exe, "mosquitto_pub is not installed"
     proc = await asyncio.create_subprocess_exec(
         exe, "-h", broker.host, "-p", str(broker.port), "-q", str(qos), "-t", topic,
-        "-m", payload,
+        "-m", payload, *extra,
     )
     assert await proc.wait() == 0
 
@@ -140,3 +145,52 @@ async def test_reconnects_after_broker_restart(
         await _until(lambda: len(collector.readings) == 2)
     assert [r.fields["volume_forward_m3"] for r in collector.readings] == [1, 2]
     assert status.disconnects >= 1 and status.connects >= 2
+
+
+@pytest.fixture
+def auth_broker(tmp_path: Path) -> Iterator[ServiceProcess]:
+    """A Mosquitto that refuses anonymous clients; user ``gw`` / password ``s3cret-pw``."""
+    passwd = tmp_path / "passwd"
+    subprocess.run(
+        [shutil.which("mosquitto_passwd") or "mosquitto_passwd", "-c", "-b", str(passwd),
+         "gw", "s3cret-pw"],
+        check=True, capture_output=True,
+    )
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
+        # started as root, mosquitto would drop to its own user, which cannot read
+        # pytest's private temporary directory; as any other user this is ignored
+        "user root\n"
+    )
+    svc = ServiceProcess("mosquitto-auth", [shutil.which("mosquitto") or "/usr/sbin/mosquitto",
+                                             "-c", str(conf)], port, tmp_path)
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+async def test_username_password_and_a_refused_login(
+    auth_broker: ServiceProcess, collector: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = MqttLink(auth_broker.host, auth_broker.port, username="gw", password="wrong-pw",
+                   client_id="mw-test-bad", backoff_cap_s=0.5)
+    status = BusStatus()
+    task = asyncio.create_task(run_bus(bad, [WATER], collector, status=status))
+    await _until(lambda: status.last_error is not None)
+    await asyncio.sleep(1.0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert not status.connected and status.connects == 0
+    assert "wrong-pw" not in caplog.text  # the secret is never logged
+    assert "wrong-pw" not in repr(bad)
+
+    good = MqttLink(auth_broker.host, auth_broker.port, username="gw", password="s3cret-pw",
+                    client_id="mw-test-good", protocol="3.1.1")
+    async with _subscribed(good, collector):
+        await _pub(auth_broker, "site/water/9", '{"flow_m3h": 0.5}',
+                   extra=("-u", "gw", "-P", "s3cret-pw"))
+        await _until(lambda: len(collector.readings) == 1)
+    assert collector.readings[0].fields == {"flow_m3h": 0.5}
