@@ -151,6 +151,8 @@ class Integrity:
         self._events(frame, out)
         self._flags(frame, out)
         self._electricity(frame, out)
+        self._power_checks(frame, out)
+        self._energy_without_power(frame, out)
         return out
 
     def _find(
@@ -452,8 +454,6 @@ class Integrity:
                     explanation=f"live current {il[r]:.2f} A vs neutral {inn[r]:.2f} A "
                     f"differ by {ratio[r] * 100:.0f} % (bypass or earth leak)",
                 )
-        self._energy_without_power(frame, out)
-        self._power_checks(frame, out)
 
     def _power_checks(self, frame: Frame, out: list[Finding]) -> None:
         """Reverse power of an import-only customer; power factor below 0.3 under load."""
