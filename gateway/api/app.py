@@ -94,6 +94,7 @@ log = logging.getLogger("gateway.api")
 API_PREFIX = "/api/v1"
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
 DAY_NS = 86_400 * 1_000_000_000
+NS_MAX = 2**63 - 1  # the largest timestamp SQLite and InfluxDB can hold
 MAX_READING_POINTS = 10_000
 TIMELINE_POINTS = 200
 MAX_OPEN_COUNTED = 100  # a device has one active alert per detector; more is a flood
@@ -105,7 +106,7 @@ WHO_DOC = (
 )
 
 DeviceId = Annotated[str, PathParam(pattern=ID_PATTERN, description="device id")]
-AlertId = Annotated[int, PathParam(ge=1, le=2**62, description="alert id")]
+AlertId = Annotated[int, PathParam(ge=1, le=NS_MAX, description="alert id")]
 FieldName = Annotated[str, Query(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 
@@ -388,15 +389,19 @@ def create_app(
         device_id: DeviceId,
         who: Annotated[Principal, Depends(need(Permission.READINGS_READ))],
         start_ns: Annotated[
-            int | None, Query(ge=0, description="UTC ns; default end_ns minus 24 h")
+            int | None, Query(ge=0, le=NS_MAX, description="UTC ns; default end_ns minus 24 h")
         ] = None,
-        end_ns: Annotated[int | None, Query(ge=1, description="UTC ns; default now")] = None,
+        end_ns: Annotated[
+            int | None, Query(ge=1, le=NS_MAX, description="UTC ns; default now")
+        ] = None,
         fields: Annotated[
             list[FieldName] | None, Query(description="canonical field names; default all")
         ] = None,
         every_s: Annotated[
             float | None,
-            Query(gt=0, le=366 * 86400, description="downsample to this interval; raw if absent"),
+            Query(
+                ge=1, le=366 * 86400, description="downsample to this interval (s); raw if absent"
+            ),
         ] = None,
         agg: Annotated[Agg, Query(description="aggregate per interval")] = Agg.MEAN,
         limit: Annotated[
@@ -442,9 +447,11 @@ def create_app(
         device_id: DeviceId,
         who: Annotated[Principal, Depends(need(Permission.HISTORY_READ))],
         start_ns: Annotated[
-            int | None, Query(ge=0, description="UTC ns; default end_ns minus 7 days")
+            int | None, Query(ge=0, le=NS_MAX, description="UTC ns; default end_ns minus 7 days")
         ] = None,
-        end_ns: Annotated[int | None, Query(ge=1, description="UTC ns; default now")] = None,
+        end_ns: Annotated[
+            int | None, Query(ge=1, le=NS_MAX, description="UTC ns; default now")
+        ] = None,
     ) -> TimelineOut:
         """A window of a device's life: a downsampled overview of its readings (at
         most 200 intervals), the alerts seen in it, and their events (findings
@@ -567,10 +574,11 @@ def create_app(
         site: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
         device: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
         since_ns: Annotated[
-            int | None, Query(ge=0, description="alerts last seen at or after (UTC ns)")
+            int | None, Query(ge=0, le=NS_MAX, description="alerts last seen at or after (UTC ns)")
         ] = None,
         until_ns: Annotated[
-            int | None, Query(ge=0, description="alerts first seen at or before (UTC ns)")
+            int | None,
+            Query(ge=0, le=NS_MAX, description="alerts first seen at or before (UTC ns)"),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=api_settings.max_page_size)] = min(
             100, api_settings.max_page_size

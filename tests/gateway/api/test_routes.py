@@ -336,3 +336,27 @@ async def test_health_survives_a_failing_status_provider(world: World) -> None:
     assert response.status_code == 200
     assert response.json()["status"] == "degraded"
     assert response.json()["reasons"] == ["device status unavailable"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/alerts?since_ns=9223372036854775808",
+        "/api/v1/alerts?until_ns=100000000000000000000",
+        "/api/v1/devices/n1/readings?end_ns=9223372036854775808",
+        "/api/v1/devices/n1/timeline?start_ns=100000000000000000000",
+        "/api/v1/alerts/9223372036854775808",
+    ],
+)
+async def test_timestamps_and_ids_beyond_64_bits_are_422_not_500(
+    client: httpx.AsyncClient, url: str
+) -> None:
+    response = await client.get(url, headers=ADMIN)
+    assert response.status_code == 422, response.text
+
+
+async def test_largest_timestamp_is_accepted(client: httpx.AsyncClient) -> None:
+    response = await client.get(
+        "/api/v1/alerts", params={"until_ns": str(2**63 - 1)}, headers=ADMIN
+    )
+    assert response.status_code == 200 and len(response.json()["items"]) == 2
