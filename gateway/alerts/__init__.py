@@ -13,7 +13,9 @@ Public API (stable; the HTTP API and the pipeline code against it)::
     store.close()
 
     # synchronous, thread-safe; each write is one fsync'ed transaction
-    store.ingest(finding, *, site: str, evidence_digest: str) -> AlertChange | None
+    store.ingest(finding, *, site: str, evidence_digest: str,
+                 evidence: Sequence[Reading] | None = None) -> AlertChange | None
+    store.evidence_readings(alert_id: int) -> list[Reading] | None  # kept with the alert
     store.act(alert_id: int, action: AlertAction, *, who: str, note: str | None = None) -> Alert
     store.get(alert_id: int) -> Alert                     # with lifecycle history
     store.history(alert_id: int) -> list[HistoryEntry]    # all entries incl. UPDATED merges
@@ -25,7 +27,12 @@ Public API (stable; the HTTP API and the pipeline code against it)::
 
     # asyncio: the same calls in a worker thread
     await store.aingest(...), store.aact(...), store.aget(id), store.ahistory(id),
-    await store.aquery(**same keywords as query)
+    await store.aevidence_readings(id), store.aquery(**same keywords as query)
+
+    # the pipeline's on_findings: fetch the cited readings, keep them, digest, ingest
+    intake = FindingIntake(store, *, readings_for: async (Finding) -> Sequence[Reading],
+                           site_of: (Finding) -> str, timeout_s=30.0)
+    await intake(findings)
 
     # live feed (call inside a coroutine); bounded per subscriber, never blocks ingest
     async with store.subscribe(max_queue=None) as sub:
@@ -42,6 +49,7 @@ and DISMISSED are final; a recurring finding then raises a new alert with
 """
 
 from gateway.alerts.feed import ChangeFeed, Subscription
+from gateway.alerts.intake import FindingIntake
 from gateway.alerts.maintenance import Window, parse_windows
 from gateway.alerts.model import (
     TRANSITIONS,
@@ -73,6 +81,7 @@ __all__ = [
     "AlertStore",
     "ChangeFeed",
     "ChangeKind",
+    "FindingIntake",
     "HistoryEntry",
     "InvalidQueryError",
     "InvalidTransitionError",

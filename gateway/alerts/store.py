@@ -32,12 +32,13 @@ import json
 import logging
 import math
 import threading
+import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from anomaly.finding import Finding, Severity
-from drivers.reading import now_ns
+from drivers.reading import DeviceKind, Reading, now_ns
 from gateway.alerts.feed import ChangeFeed, Subscription
 from gateway.alerts.maintenance import Window, covering, parse_windows
 from gateway.alerts.model import (
@@ -59,6 +60,7 @@ from gateway.alerts.model import (
     SuppressedFinding,
 )
 from gateway.config import Settings
+from gateway.evidence.digest import readings_digest
 from gateway.ledger.store import Ledger, connect, load_signing_key, transaction
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,11 @@ CREATE TABLE IF NOT EXISTS alert_history (
     window_end_ns INTEGER
 );
 CREATE INDEX IF NOT EXISTS alert_history_alert ON alert_history(alert_id, id);
+CREATE TABLE IF NOT EXISTS alert_evidence (
+    alert_id INTEGER PRIMARY KEY REFERENCES alerts(id),
+    digest TEXT NOT NULL,
+    readings BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS suppressed_findings (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     site TEXT NOT NULL,
@@ -165,6 +172,27 @@ def finding_record(finding: Finding) -> dict[str, Any]:
         "unit": finding.unit,
         "details": {k: _num(float(v)) for k, v in sorted(finding.details.items())},
     }
+
+
+def encode_readings(readings: Sequence[Reading]) -> bytes:
+    """Readings as zlib-compressed JSON lines (kind included; NaN kept as NaN)."""
+    lines = [
+        json.dumps(
+            [r.device_id, r.kind.value, r.seq, r.ts_ns, str(r.quality), dict(r.fields)],
+            separators=(",", ":"),
+        )
+        for r in readings
+    ]
+    return zlib.compress("\n".join(lines).encode("utf-8"), 6)
+
+
+def decode_readings(blob: bytes) -> list[Reading]:
+    text = zlib.decompress(blob).decode("utf-8")
+    out: list[Reading] = []
+    for line in text.split("\n") if text else ():
+        device, kind, seq, ts_ns, quality, fields = json.loads(line)
+        out.append(Reading(device, DeviceKind(kind), ts_ns, seq, fields, quality))
+    return out
 
 
 def _encode_cursor(alert_id: int) -> str:
@@ -259,12 +287,33 @@ class AlertStore:
 
     # --- writes ---------------------------------------------------------------------
 
-    def ingest(self, finding: Finding, *, site: str, evidence_digest: str) -> AlertChange | None:
+    def ingest(
+        self,
+        finding: Finding,
+        *,
+        site: str,
+        evidence_digest: str,
+        evidence: Sequence[Reading] | None = None,
+    ) -> AlertChange | None:
         """Raise or update the alert for `finding`; None if a maintenance window suppresses it.
 
         `evidence_digest` is `readings_digest()` of the readings the finding
-        cites; it is ledgered with the change.
+        cites; it is ledgered with the change. Pass those readings as
+        `evidence` to keep them with the alert (the latest finding's set
+        replaces the previous one): the evidence bundle then does not depend
+        on the reading store's retention or forwarding lag
+        (`evidence_readings(id)`). Raises `AlertError` if they do not hash to
+        `evidence_digest`.
         """
+        snapshot: bytes | None = None
+        if evidence is not None:
+            if readings_digest(evidence) != evidence_digest:
+                raise AlertError(
+                    f"finding of detector {finding.detector!r} on device "
+                    f"{finding.devices[0] if finding.devices else '?'!r}: the evidence readings "
+                    "do not hash to evidence_digest"
+                )
+            snapshot = encode_readings(evidence)
         if not finding.devices:
             raise AlertError(f"finding of detector {finding.detector!r} names no device")
         if math.isnan(finding.score) or math.isnan(finding.threshold):
@@ -281,6 +330,12 @@ class AlertStore:
                         self._suppress(finding, site, evidence_digest, window, now)
                         return None
                     change = self._ingest_locked(finding, site, evidence_digest, now)
+                    if snapshot is not None:
+                        self._conn.execute(
+                            "INSERT OR REPLACE INTO alert_evidence(alert_id, digest, readings) "
+                            "VALUES (?, ?, ?)",
+                            (change.alert.id, evidence_digest, snapshot),
+                        )
             except BaseException:
                 self.ledger.reload()
                 raise
@@ -494,6 +549,20 @@ class AlertStore:
         with self._lock:
             return self._get_locked(alert_id, with_history=True)
 
+    def evidence_readings(self, alert_id: int) -> list[Reading] | None:
+        """The readings kept with the alert's latest finding, or None if none were kept.
+
+        They hash to ``get(alert_id).evidence_digest`` unless the kept set
+        belongs to an earlier finding (a later one was ingested without
+        `evidence`); compare the digest before use.
+        """
+        with self._lock:
+            self._get_locked(alert_id, with_history=False)
+            row = self._conn.execute(
+                "SELECT readings FROM alert_evidence WHERE alert_id = ?", (alert_id,)
+            ).fetchone()
+        return None if row is None else decode_readings(bytes(row[0]))
+
     def history(self, alert_id: int) -> list[HistoryEntry]:
         """Every history entry of the alert, oldest first, UPDATED merges included."""
         with self._lock:
@@ -628,11 +697,19 @@ class AlertStore:
     # --- asyncio wrappers (run the call in a worker thread) ------------------------
 
     async def aingest(
-        self, finding: Finding, *, site: str, evidence_digest: str
+        self,
+        finding: Finding,
+        *,
+        site: str,
+        evidence_digest: str,
+        evidence: Sequence[Reading] | None = None,
     ) -> AlertChange | None:
         return await asyncio.to_thread(
-            self.ingest, finding, site=site, evidence_digest=evidence_digest
+            self.ingest, finding, site=site, evidence_digest=evidence_digest, evidence=evidence
         )
+
+    async def aevidence_readings(self, alert_id: int) -> list[Reading] | None:
+        return await asyncio.to_thread(self.evidence_readings, alert_id)
 
     async def aact(
         self, alert_id: int, action: AlertAction, *, who: str, note: str | None = None
