@@ -87,7 +87,7 @@ async def test_alert_changes_on_the_topic_and_retained_state(
         await store.aact(change.alert.id, AlertAction.RESOLVE, who="insp")
         msg = await asyncio.wait_for(anext(aiomqtt_messages(sub)), 10)
         assert json.loads(msg.payload)["event"] == "alert.resolved"  # type: ignore[arg-type]
-        for _ in range(100):
+        for _ in range(400):
             if delivery.stats()["mqtt"]["pending"] == 0:
                 break
             await asyncio.sleep(0.05)
@@ -116,7 +116,7 @@ async def test_broker_outage_loses_nothing(
     delivery.attach(store)
     try:
         async with running(delivery):
-            for _ in range(100):
+            for _ in range(400):
                 if delivery.mqtt is not None and delivery.mqtt.connected:
                     break
                 await asyncio.sleep(0.05)
@@ -129,7 +129,7 @@ async def test_broker_outage_loses_nothing(
             # per change: the event, the alert's retained state, the retained tree head
             assert delivery.stats()["mqtt"]["pending"] == 9
             await asyncio.to_thread(mosquitto.start)
-            for _ in range(200):
+            for _ in range(400):
                 if delivery.stats()["mqtt"]["pending"] == 0:
                     break
                 await asyncio.sleep(0.05)
