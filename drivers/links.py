@@ -21,6 +21,8 @@ class TcpLink:
     transaction id. The default 1 is what every device handles (pymodbus's
     own server mishandles pipelined requests); raise it for gateways that
     pipeline, so a slow unit does not hold up the others on its connection.
+    A connection on which a request timed out and nothing at all has arrived
+    for `reconnect_when_silent_s` is replaced (it may be half-open).
     """
 
     host: str
@@ -29,6 +31,7 @@ class TcpLink:
     timeout_s: float = 1.0
     max_in_flight: int = 1
     max_connections: int = 1
+    reconnect_when_silent_s: float = 30.0
 
     def describe(self) -> str:
         return f"tcp://{self.host}:{self.port}"

@@ -152,10 +152,17 @@ class TcpClient:
     def connected(self) -> bool:
         return self._proto is not None and self._proto.transport is not None
 
+    def silent_for_s(self) -> float:
+        """Seconds since anything arrived on the connection (or since it opened)."""
+        if self._proto is None:
+            return 0.0
+        return time.monotonic() - self._proto.last_rx
+
     async def connect(self, *, timeout_s: float) -> None:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout_s):
             _, proto = await loop.create_connection(_MbapProtocol, self.host, self.port)
+        proto.last_rx = time.monotonic()
         self._proto = proto
 
     async def read(
@@ -728,6 +735,13 @@ async def poll_tcp_bus(
             else:
                 reading = await poller.poll(client)
                 if reading.quality == Quality.DISCONNECTED and not client.connected:
+                    await endpoint.reset()
+                elif (
+                    reading.quality == Quality.TIMEOUT
+                    and client.silent_for_s() > link.reconnect_when_silent_s
+                ):
+                    # nothing at all has come back on this connection for a while:
+                    # it may be half-open (cable cut, peer rebooted); open a new one
                     await endpoint.reset()
             poller.emit(sink, reading)
             due = poller.next_due_s(time.time())

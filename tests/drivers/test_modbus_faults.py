@@ -189,6 +189,23 @@ async def test_device_without_optional_registers_reads_the_rest(collector: Colle
     assert unit.requests == (blocks - 1) * len(readings) + 1
 
 
+async def test_silent_connection_is_replaced(collector: Collector) -> None:
+    # A device whose TCP connection stays open but carries nothing back (a
+    # half-open link after a cable cut or a hung stack) gets a fresh connection.
+    unit = Unit(IMAGE, mode="silent")
+    async with FaultPeer({1: unit}) as peer:
+        link = TcpLink("127.0.0.1", peer.port, timeout_s=0.5, reconnect_when_silent_s=0.6)
+        dev = _device("hung", 1, down_after=100)  # keep polling every interval
+        async with _bus(link, [dev], collector) as status:
+            await asyncio.sleep(1.6)
+            assert peer.connections >= 2
+            unit.mode = "ok"
+            await asyncio.sleep(0.8)
+    assert {r.quality for r in collector.of("hung")[:3]} == {Quality.TIMEOUT}
+    assert collector.of("hung")[-1].ok
+    assert status.disconnects >= 1
+
+
 def test_backoff_is_capped_and_jittered() -> None:
     rng = random.Random(1)
     for attempt in range(12):
