@@ -2,6 +2,9 @@
 with generated valid and invalid inputs and an admin key, answers as documented
 (status codes, response schemas, content types, auth enforced).
 
+Generation is derandomized so the suite is reproducible; explorations with
+random seeds found the 64-bit overflow now covered in test_routes.py.
+
 The operations are driven from a plain test (schemathesis' strategies under
 hypothesis) rather than its pytest plugin, whose item hooks do not work with
 this pytest version. The event stream is left out: it never ends, and
@@ -55,6 +58,7 @@ async def test_every_operation_conforms_to_the_schema(tmp_path: Path) -> None:
                 max_examples=EXAMPLES_PER_OPERATION,
                 deadline=None,
                 database=None,
+                derandomize=True,  # the same cases every run: a gate, not a lottery
                 suppress_health_check=list(HealthCheck),
             )
             def run(case: Any) -> None:
