@@ -46,8 +46,8 @@ that never flow keep β = 0 (ridge) and are never flagged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +64,7 @@ Z_LOSS = (5.0, 4.0, 3.0)
 LEAK_MDL_LPH = 0.76  # US EPA SIR: 0.2 gal/h
 LEAK_THRESHOLD_LPH = 0.38  # decision threshold: half the minimum detectable leak
 BASELINE_DAYS = 2.0
+WARMUP = 6  # periods that only calibrate a group's residual scale
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,16 @@ class GroupReport:
     loss_ci: tuple[float, float]
     sir_result: str  # tank only: pass / fail / inconclusive ("" otherwise)
     unaccounted_pct: float
+    # every member's estimate at each time scale ("1 d", "7 d", "30 d")
+    scales: Mapping[str, tuple[MemberEstimate, ...]] = field(default_factory=dict)
+
+    def member(self, device: str, scale: str | None = None) -> MemberEstimate:
+        """`device`'s estimate (the reported one, or at `scale`); KeyError if not a member."""
+        pool = self.members if scale is None else self.scales.get(scale, ())
+        for m in pool:
+            if m.device == device:
+                return m
+        raise KeyError(f"{device!r} is not a member of {self.group} (or no {scale} estimate)")
 
 
 def flow(kind: str, delta: FloatArray) -> FloatArray:
@@ -155,6 +166,8 @@ class BalanceGroup:
         self.mrecent_n = np.zeros(1, dtype=np.int64)
         self.recent_step = np.zeros(1)  # the balance's recent departure from its baseline
         self.n_rejected_run = np.zeros(1, dtype=np.int64)
+        self.calib = np.zeros(WARMUP)  # first periods' |unaccounted| for the robust scale
+        self.n_calib = np.zeros(1, dtype=np.int64)
         self._solved: dict[int, tuple[FloatArray, FloatArray, float]] = {}
 
     @property
@@ -247,18 +260,23 @@ class BalanceGroup:
         xv = np.append(x, hours)
         if self.quadratic:
             xv = np.append(xv, float(np.sum(x)) ** 2 / max(hours, 1e-9))
-        if self.n_used[0] >= 24:
-            beta, _, _ = self._solve(len(SCALES_PERIODS) - 1)
-            r = abs(y - float(xv @ beta))
-            scale = self.res_scale[0]
-            if np.isfinite(scale) and r > 8 * 1.25 * scale and self.n_rejected_run[0] < 3:
-                self.n_skipped[0] += 1
-                self.n_rejected_run[0] += 1
-                return xv, y, False
-            self.n_rejected_run[0] = 0
-            self.res_scale[0] = (
-                r if not np.isfinite(scale) else (scale + 0.05 * (min(r, 6 * scale) - scale))
-            )
+        # robust scale of the residual: the first WARMUP periods only calibrate it (their
+        # median), so that a glitch early on cannot poison the fit
+        warm = self.n_used[0] >= 24
+        r = abs(y - float(xv @ self._solve(len(SCALES_PERIODS) - 1)[0])) if warm else abs(y)
+        if self.n_calib[0] < WARMUP:
+            self.calib[self.n_calib[0]] = r
+            self.n_calib[0] += 1
+            if self.n_calib[0] == WARMUP:
+                self.res_scale[0] = max(float(np.median(self.calib)), 1e-9)
+            return xv, y, False
+        scale = self.res_scale[0]
+        if r > 8 * 1.25 * scale and self.n_rejected_run[0] < 3:
+            self.n_skipped[0] += 1
+            self.n_rejected_run[0] += 1
+            return xv, y, False
+        self.n_rejected_run[0] = 0
+        self.res_scale[0] = scale + (0.05 if warm else 0.2) * (min(r, 6 * scale) - scale)
         return xv, y, True
 
     def _day_add(self, t_ns: int, y_period: float, ref_flow: float, x: FloatArray) -> None:
@@ -574,6 +592,24 @@ class BalanceGroup:
         lam, lse, _, _ = self._loss()
         result = self.sir_result()[0] if self.type == "tank" else ""
         unacc = float(self.tracker.estimate(np.array([0]), np.array([1.0])).error[0] * 100)
+        j = len(self.members)
+        scales: dict[str, tuple[MemberEstimate, ...]] = {}
+        for s, name in enumerate(SCALE_NAMES):
+            if self.w[s] < j + 2:
+                continue
+            beta, se_s, _ = self._solve(s)
+            e = -beta[:j] / (1 + beta[:j])
+            scales[name] = tuple(
+                MemberEstimate(
+                    self.ids[int(m)],
+                    float(e[k] * 100),
+                    float((e[k] - 1.96 * se_s[k]) * 100),
+                    float((e[k] + 1.96 * se_s[k]) * 100),
+                    name,
+                    float(min(self.n_used[0], SCALES_PERIODS[s])),
+                )
+                for k, m in enumerate(self.members)
+            )
         return GroupReport(
             self.gid,
             self.type,
@@ -584,4 +620,5 @@ class BalanceGroup:
             (lam - 1.96 * lse, lam + 1.96 * lse),
             result,
             unacc,
+            scales,
         )

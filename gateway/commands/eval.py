@@ -57,7 +57,7 @@ class Case:
 CASES: tuple[Case, ...] = (
     Case("honest site", "honest", 30, "≤ 1 FA / 1000 device-days"),
     Case(
-        "nozzle +1 %", "over_registration_1pct", 5, "PD ≥ 0.95 within 24 h", 24, estimate="nozzle"
+        "nozzle +1 %", "over_registration_1pct", 10, "PD ≥ 0.95 within 24 h", 24, estimate="nozzle"
     ),
     Case(
         "nozzle +0.3 %",
@@ -251,9 +251,9 @@ def run_case(case: Case, seed: int, days: int, batch_h: float) -> RunResult:
         if case.estimate == "nozzle":
             spec = run.spec(t.device_id)
             true_pct = ((1 + spec.true_error) * (1 + (t.magnitude or 0.0)) - 1) * 100
+            # the 7-day window: the estimate an inspector reads a week after the change
             rep = engine.group_report("tank-1")
-            est = next(m.error_pct for m in rep.members if m.device == t.device_id)
-            est_err = est - true_pct
+            est_err = rep.member(t.device_id, "7 d").error_pct - true_pct
         elif case.estimate == "leak":
             est_err = engine.group_report("tank-1").loss_per_h - (t.magnitude or 0.0)
     return RunResult(
