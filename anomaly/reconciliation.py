@@ -179,24 +179,11 @@ class BalanceGroup:
         self._solved.clear()
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """Every state array (live references; configuration arrays excluded)."""
         out = {
-            k: getattr(self, k)
-            for k in (
-                "A",
-                "b",
-                "yy",
-                "w",
-                "w2",
-                "ref_sum",
-                "n_used",
-                "n_skipped",
-                "res_scale",
-                "next_b",
-                "day",
-                "day_idx",
-                "last_t",
-                "step_beta",
-            )
+            k: v
+            for k, v in vars(self).items()
+            if isinstance(v, np.ndarray) and k not in ("members", "member_threshold")
         }
         out.update(self.member_latch.arrays("member_latch"))
         out.update(self.loss_latch.arrays("loss_latch"))
