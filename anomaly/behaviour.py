@@ -136,7 +136,6 @@ class ShiftDetector:
         self.wn = np.zeros(n)  # points in the window
         self.last_score = np.zeros(n)
         self.last_ns = np.zeros(n, dtype=np.int64)
-        self.kind_code = np.zeros(n, dtype=np.int8)
         self.latch = Latch(n)
         self.since = np.zeros(n, dtype=np.int64)
 
