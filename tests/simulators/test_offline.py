@@ -209,6 +209,38 @@ def test_simulate_command_prints_what_it_serves(capsys: pytest.CaptureFixture[st
     assert "over_registration_0_15pct" in capsys.readouterr().out
 
 
+def test_simulate_writes_a_gateway_config_that_validates(tmp_path: Path) -> None:
+    from gateway.config import load_config
+
+    out = tmp_path / "gw.toml"
+    argv = [
+        "demo",
+        "--port",
+        "0",
+        "--mqtt",
+        "127.0.0.1:1",
+        "--duration-s",
+        "0.2",
+        "--config-out",
+        str(out),
+    ]
+    assert _simulate(argv) == 0
+    settings = load_config(out)
+    assert len(settings.devices) == 17
+    assert {g.id for g in settings.groups} == {
+        "tank-1",
+        "feeder-1",
+        "district-1",
+        "check-3",
+        "check-4",
+    }
+    by_id = {d.id: d for d in settings.devices}
+    assert by_id["check-3"].topic == "demo-check-3" and by_id["meter-2"].unit_id == 23
+    # speed x60: a 60 s electricity sample changes every real second; polled every 2 s
+    assert by_id["meter-1"].poll_interval_s == 2.0
+    assert by_id["water-1"].poll_interval_s == 5.0
+
+
 def test_sporadic_timeouts_of_an_honest_line() -> None:
     base = get_scenario("honest")
     spec = dataclasses.replace(
