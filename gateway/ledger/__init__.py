@@ -9,6 +9,8 @@ Public API::
     ledger.inclusion_proof(index, size=None) -> list[bytes]
     ledger.consistency_proof(old_size, new_size=None) -> list[bytes]
     ledger.checkpoint() -> TreeHead                           # stores a (signed) head
+    ledger.checkpoint_if_grown() -> TreeHead | None
+    await ledger.run_checkpoints(*, interval_s=3600.0)        # forever; a named task
     ledger.verify(*, trusted: TreeHead | None = None) -> VerifyReport
     load_signing_key(hex) -> Ed25519PrivateKey
 

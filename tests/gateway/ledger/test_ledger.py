@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -239,3 +240,24 @@ def test_two_writers_on_one_file_keep_one_chain(tmp_path: Path) -> None:
     assert a.verify().ok and b.verify().ok and a.root() == b.root()
     a.close()
     b.close()
+
+
+async def test_checkpoints_only_when_grown(tmp_path: Path) -> None:
+    led = Ledger.open(tmp_path / "l.sqlite")
+    assert led.checkpoint_if_grown() is None  # nothing to sign yet
+    led.append({"n": 1})
+    head = led.checkpoint_if_grown()
+    assert head is not None and head.size == 1
+    assert led.checkpoint_if_grown() is None
+    led.append({"n": 2})
+    task = asyncio.create_task(led.run_checkpoints(interval_s=0.01))
+    for _ in range(500):
+        if [h.size for h in led.heads()] == [1, 2]:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [h.size for h in led.heads()] == [1, 2]
+    assert led.verify().heads_checked == 2
+    led.close()
