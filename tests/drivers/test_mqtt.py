@@ -194,3 +194,83 @@ async def test_username_password_and_a_refused_login(
                    extra=("-u", "gw", "-P", "s3cret-pw"))
         await _until(lambda: len(collector.readings) == 1)
     assert collector.readings[0].fields == {"flow_m3h": 0.5}
+
+
+def _tls_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "meterwatch test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "srv.pem", tmp_path / "srv.key"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return ca_file, cert_file, key_file
+
+
+async def test_tls_with_a_private_ca(tmp_path: Path, collector: Collector) -> None:
+    ca_file, cert_file, key_file = _tls_files(tmp_path)
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\ncafile {ca_file}\n"
+        f"certfile {cert_file}\nkeyfile {key_file}\nuser root\n"
+    )
+    broker = ServiceProcess("mosquitto-tls", [shutil.which("mosquitto") or "/usr/sbin/mosquitto",
+                                               "-c", str(conf)], port, tmp_path)
+    await asyncio.to_thread(broker.start)
+    try:
+        # without the private CA the certificate is refused
+        untrusted = MqttLink(broker.host, port, tls=True, client_id="mw-test-untrusted")
+        status = BusStatus()
+        task = asyncio.create_task(run_bus(untrusted, [WATER], collector, status=status))
+        await _until(lambda: status.last_error is not None)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert status.connects == 0
+        assert "certificate" in (status.last_error or "").lower(), status.last_error
+
+        link = MqttLink(broker.host, port, tls=True, ca_file=ca_file, client_id="mw-test-tls")
+        async with _subscribed(link, collector):
+            await _pub(broker, "site/water/9", '{"flow_m3h": 2.5}',
+                       extra=("--cafile", str(ca_file)))
+            await _until(lambda: len(collector.readings) == 1)
+        assert collector.readings[0].fields == {"flow_m3h": 2.5}
+    finally:
+        await asyncio.to_thread(broker.stop)
