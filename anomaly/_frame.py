@@ -24,7 +24,12 @@ class Frame:
     """Rows of a batch sorted by (device, ts); segments are runs of one device."""
 
     def __init__(self, batch: Batch) -> None:
-        order = np.lexsort((batch.ts_ns, batch.device_idx))
+        ts = batch.ts_ns
+        if len(ts) < 2 or bool(np.all(ts[1:] >= ts[:-1])):
+            # already in time order (the usual case): a stable sort by device suffices
+            order = np.argsort(batch.device_idx, kind="stable")
+        else:
+            order = np.lexsort((batch.ts_ns, batch.device_idx))
         self.n = len(order)
         self.dev: IntpArray = batch.device_idx[order].astype(np.intp)
         self.ts: Int64Array = batch.ts_ns[order]
