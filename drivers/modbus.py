@@ -495,11 +495,11 @@ class _Endpoint(Generic[C]):
             self._status.disconnects += 1
             log.warning("%s: connection lost; reconnecting", self._description)
 
-    async def reset(self) -> None:
-        """Close the client (after a garbled stream or a half-open link)."""
+    async def reset(self, client: C) -> None:
+        """Close `client` (after a lost, garbled or half-open link) unless already replaced."""
         async with self._lock:
-            if self._client is not None:
-                await self._client.close()
+            if self._client is client:
+                await client.close()
                 self._client = None
                 self._lost()
 
@@ -735,14 +735,14 @@ async def poll_tcp_bus(
             else:
                 reading = await poller.poll(client)
                 if reading.quality == Quality.DISCONNECTED and not client.connected:
-                    await endpoint.reset()
+                    await endpoint.reset(client)
                 elif (
                     reading.quality == Quality.TIMEOUT
                     and client.silent_for_s() > link.reconnect_when_silent_s
                 ):
                     # nothing at all has come back on this connection for a while:
                     # it may be half-open (cable cut, peer rebooted); open a new one
-                    await endpoint.reset()
+                    await endpoint.reset(client)
             poller.emit(sink, reading)
             due = poller.next_due_s(time.time())
 
@@ -795,7 +795,7 @@ async def poll_sequential_bus(
             else:
                 reading = await poller.poll(client)
                 if reading.quality == Quality.DISCONNECTED and not client.connected:
-                    await endpoint.reset()
+                    await endpoint.reset(client)
             poller.emit(sink, reading)
             heapq.heappush(heap, (poller.next_due_s(time.time()), i))
     finally:
