@@ -25,13 +25,15 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -110,16 +112,34 @@ def register_image(
     return image
 
 
+class DeviceClock(StrEnum):
+    """What the served devices' own clocks (`device_clock_s`) follow."""
+
+    WALL = "wall"  # real time (plus any injected skew): no false skew at speed != 1
+    SIMULATED = "simulated"  # the simulated clock (plus skew), as in the offline arrays
+
+
+def device_clock_s(sample: Sample, engine: SimEngine, clock: DeviceClock) -> float:
+    """The device's clock now: the chosen time base plus the sample's injected skew."""
+    skew_s = sample.fields.get("device_clock_s", sample.ts_ns / NS_PER_S) - sample.ts_ns / NS_PER_S
+    base_s = time.time() if clock is DeviceClock.WALL else engine.clock.now_ns() / NS_PER_S
+    return float(math.floor(base_s + skew_s))
+
+
 class _ModbusDevice:
     """A served Modbus device: refreshes its registers when its sample changes."""
 
-    def __init__(self, engine: SimEngine, device_id: str, profile: Profile) -> None:
+    def __init__(
+        self, engine: SimEngine, device_id: str, profile: Profile, *, clock: DeviceClock
+    ) -> None:
         self.engine = engine
         self.device_id = device_id
         self.profile = profile
+        self.clock = clock
         self.blocks = register_blocks(profile)
         self.last_index: dict[int, int] = {}
         self.reported: set[str] = set()
+        self.clock_field = next((f for f in profile.fields if f.name == "device_clock_s"), None)
 
     def sim_device(self, unit_id: int) -> SimDevice:
         def block(fc: int) -> list[SimData]:
@@ -149,10 +169,21 @@ class _ModbusDevice:
         if not sample.ok:
             # No answer at all: the client times out, as with a silent device.
             raise NoSuchIdException(f"{self.device_id} is silent (simulated comm loss)")
-        if self.last_index.get(fc) == sample.index or fc not in self.blocks:
+        if fc not in self.blocks:
+            return
+        if self.clock_field is not None and self.clock_field.function == fc:
+            # A device clock ticks between samples: refreshed on every request.
+            now_s = device_clock_s(sample, self.engine, self.clock)
+            regs = encode(now_s, self.clock_field)
+            at = self.clock_field.address - self.blocks[fc][0]
+            registers[at : at + len(regs)] = regs
+        if self.last_index.get(fc) == sample.index:
             return
         problems: set[str] = set()
-        image = register_image(self.profile, sample.fields, problems=problems)
+        fields = sample.fields
+        if self.clock_field is not None:
+            fields = {**fields, "device_clock_s": device_clock_s(sample, self.engine, self.clock)}
+        image = register_image(self.profile, fields, problems=problems)
         registers[: len(image[fc])] = image[fc]
         self.last_index[fc] = sample.index
         new = problems - self.reported
@@ -368,6 +399,7 @@ async def _publish_loop(
     targets: Sequence[tuple[str, str, Profile]],
     *,
     period_s: float,
+    clock: DeviceClock,
 ) -> None:
     """Publish every MQTT device's sample when it changes, and at least every `period_s`."""
     rng = random.Random()  # noqa: S311 (backoff jitter, not cryptography)
@@ -401,6 +433,11 @@ async def _publish_loop(
                         prev = last.get(dev_id)
                         if prev and prev[0] == sample.index and now - prev[1] < period_s:
                             continue
+                        if "device_clock_s" in sample.fields:
+                            now_s = device_clock_s(sample, engine, clock)
+                            sample = replace(
+                                sample, fields={**sample.fields, "device_clock_s": now_s}
+                            )
                         for t, payload in mqtt_payloads(profile, topic, sample):
                             await client.publish(t, payload, qos=1)
                             sim.mqtt_published += 1
@@ -428,6 +465,7 @@ async def serve(
     rtu_baudrate: int = 19200,
     mqtt_period_s: float = 5.0,
     step_s: dict[str, float] | None = None,
+    device_clock: DeviceClock | str = DeviceClock.WALL,
 ) -> AsyncIterator[Simulation]:
     """Serve `scenario_or_site` (catalogue name, bundled file, path or Scenario) while inside.
 
@@ -438,7 +476,12 @@ async def serve(
     picks a free port (read `sim.modbus_port`). `rtu_link` is the path where
     the client end of a Modbus RTU pty appears. MQTT devices publish to
     `mqtt` = (host, port) when given, else they are not served.
+    `device_clock` is what the devices' clock registers follow: ``wall``
+    (default; real time plus any injected skew, so a fast simulation raises
+    no false clock-skew alarms) or ``simulated`` (the simulated clock, as in
+    the offline arrays). Either ticks between samples.
     """
+    clock_mode = DeviceClock(device_clock)
     scn = get_scenario(scenario_or_site)
     run_start = _today_midnight_ns() if start_ns is None else start_ns
     scn = with_overrides(scn, start_ns=run_start, step_s=step_s)
@@ -471,7 +514,9 @@ async def serve(
             continue
         if spec.unit_id is None:
             raise ValueError(f"scenario {scn.name}: Modbus device {spec.id} has no unit_id")
-        sim_devices.append(_ModbusDevice(engine, spec.id, profile).sim_device(spec.unit_id))
+        sim_devices.append(
+            _ModbusDevice(engine, spec.id, profile, clock=clock_mode).sim_device(spec.unit_id)
+        )
         sim.devices.append(
             ServedDevice(
                 spec.id,
@@ -517,7 +562,15 @@ async def serve(
             # A plain named task, not a TaskGroup: a TaskGroup around the `yield`
             # would wrap the caller's own exceptions in an ExceptionGroup.
             publisher = asyncio.create_task(
-                _publish_loop(sim, engine, mqtt[0], mqtt[1], mqtt_targets, period_s=mqtt_period_s),
+                _publish_loop(
+                    sim,
+                    engine,
+                    mqtt[0],
+                    mqtt[1],
+                    mqtt_targets,
+                    period_s=mqtt_period_s,
+                    clock=clock_mode,
+                ),
                 name="simulator-mqtt-publisher",
             )
             publisher.add_done_callback(_report_crash)

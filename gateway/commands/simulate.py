@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--duration-s", type=float, help="stop after this many real seconds")
     parser.add_argument(
+        "--device-clock",
+        choices=("wall", "simulated"),
+        default="wall",
+        help="what the devices' clock registers follow (default wall: real time plus any skew)",
+    )
+    parser.add_argument(
         "--config-out",
         metavar="PATH",
         help="write a gateway config (buses, devices, groups) that polls the simulation",
@@ -145,6 +151,7 @@ async def _run(args: argparse.Namespace, opts: dict[str, Any]) -> int:
         rtu_link=opts.get("rtu_link"),
         mqtt_period_s=float(opts.get("mqtt_period_s", 5.0)),
         start_ns=start_ns,
+        device_clock=args.device_clock,
     ) as sim:
         scn = sim.scenario
         print(f"scenario {scn.name}: {scn.description}")

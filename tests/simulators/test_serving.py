@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,8 +60,18 @@ def assert_matches(run: OfflineRun, sim: Simulation, reading: Reading, at_ns: in
     expected, ok = offline_at(run, reading.device_id, at_ns)
     assert ok and reading.ok, reading
     assert set(reading.fields) == set(profile.field_names)
+    ts_s = (
+        float(
+            run.devices[reading.device_id].ts_ns[
+                np.searchsorted(run.devices[reading.device_id].ts_ns, at_ns, side="right") - 1
+            ]
+        )
+        / NS_PER_S
+    )
     for name, got in reading.fields.items():
         want = expected[name]
+        if name == "device_clock_s":  # a clock ticks between samples: now + the sample's skew
+            want = float(np.floor(at_ns / NS_PER_S + (want - ts_s)))
         assert got == pytest.approx(want, abs=tolerance(profile, name, want)), (
             reading.device_id,
             name,
@@ -120,7 +131,9 @@ def polled(
 async def test_drivers_over_modbus_tcp_read_the_offline_values() -> None:
     run = generate("honest", seed=SEED, days=4, start_ns=START_NS)
     at_ns = START_NS + int(AT_S * NS_PER_S)
-    async with serve("honest", seed=SEED, speed=0.0, start_ns=START_NS, at_ns=at_ns) as sim:
+    async with serve(
+        "honest", seed=SEED, speed=0.0, start_ns=START_NS, at_ns=at_ns, device_clock="simulated"
+    ) as sim:
         devices = polled(sim)
         assert len(devices) == len(run.devices)
         got = await collect(
@@ -153,7 +166,13 @@ async def test_drivers_over_rtu_on_a_pty_read_the_offline_values(tmp_path: Path)
     at_ns = START_NS + int(AT_S * NS_PER_S)
     link = str(tmp_path / "rtu")
     async with serve(
-        "honest", seed=SEED, speed=0.0, start_ns=START_NS, at_ns=at_ns, rtu_link=link
+        "honest",
+        seed=SEED,
+        speed=0.0,
+        start_ns=START_NS,
+        at_ns=at_ns,
+        rtu_link=link,
+        device_clock="simulated",
     ) as sim:
         assert sim.rtu_port == link
         subset = {"meter-1", "feeder-1", "nozzle-2", "tank-1", "water-1", "gas-1"}
@@ -174,6 +193,7 @@ async def test_drivers_over_mqtt_read_the_offline_values(mosquitto: ServiceProce
         at_ns=at_ns,
         mqtt=(mosquitto.host, mosquitto.port),
         mqtt_period_s=0.3,
+        device_clock="simulated",
     ) as sim:
         mqtt_devs = [d for d in sim.devices if d.topic is not None]
         assert {d.profile for d in mqtt_devs} == {"tasmota_energy", "shelly_em"}
@@ -211,7 +231,9 @@ async def test_drivers_over_mqtt_read_the_offline_values(mosquitto: ServiceProce
 async def test_a_device_in_comm_loss_does_not_answer() -> None:
     # comm_loss: meter-1 silent from day 3 06:00 to day 4 18:00
     at_ns = START_NS + int(3.5 * DAY_S * NS_PER_S)
-    async with serve("comm_loss", seed=SEED, speed=0.0, start_ns=START_NS, at_ns=at_ns) as sim:
+    async with serve(
+        "comm_loss", seed=SEED, speed=0.0, start_ns=START_NS, at_ns=at_ns, device_clock="simulated"
+    ) as sim:
         devices = [d for d in polled(sim, timeout_s=0.3) if d.id in {"meter-1", "meter-2"}]
         got = await collect(
             TcpLink("127.0.0.1", sim.modbus_port, timeout_s=0.3),
@@ -304,3 +326,21 @@ async def test_a_taken_port_is_named() -> None:
         with pytest.raises(OSError, match=f"127.0.0.1:{first.modbus_port}"):
             async with serve("honest", speed=0.0, start_ns=START_NS, modbus_port=first.modbus_port):
                 pass
+
+
+async def test_device_clocks_follow_the_wall_clock_plus_the_injected_skew() -> None:
+    # clock_skew: water-1 jumps 600 s ahead on day 3 and gains 30 s a day
+    at_ns = START_NS + int(3.5 * DAY_S * NS_PER_S)
+    async with serve("clock_skew", seed=SEED, speed=0.0, start_ns=START_NS, at_ns=at_ns) as sim:
+        devices = [d for d in polled(sim) if d.id in {"water-1", "water-2"}]
+        t0 = time.time()
+        got = await collect(
+            TcpLink("127.0.0.1", sim.modbus_port, timeout_s=1.0),
+            devices,
+            want={"water-1", "water-2"},
+        )
+        t1 = time.time()
+        honest = got["water-2"].fields["device_clock_s"]
+        skewed = got["water-1"].fields["device_clock_s"]
+        assert t0 - 1 <= honest <= t1 + 1  # real time, not the simulated 2026-06 clock
+        assert 600 + 15 - 2 <= skewed - honest <= 600 + 15 + 2
