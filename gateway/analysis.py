@@ -29,7 +29,6 @@ from anomaly.engine import DeviceModel, Engine, GroupModel
 from anomaly.finding import Finding
 from drivers.reading import Quality, Reading
 from gateway.config import Settings
-from gateway.evidence import cited_readings
 
 log = logging.getLogger("meterwatch.analysis")
 
@@ -129,28 +128,30 @@ class AnalysisStage:
             return []
         return list(self.engine.process(batch))
 
-    def evidence(self, finding: Finding) -> tuple[Finding, list[Reading]]:
-        """The readings a finding cites, and the finding with its window fitted to them.
+    def fit_window(self, finding: Finding) -> Finding:
+        """The finding with its window start moved to the oldest reading held for its devices.
 
-        The ledger commits to the digest of exactly these readings, and the
-        evidence bundle later selects the same readings from the store by the
-        alert's devices and window. Only readings since this process started,
-        at most `RING_READINGS` per device, are held, so a finding whose window
-        reaches further back gets
-        its window start moved to the oldest reading held (the explanation and
-        estimate still describe the whole period the detector used).
+        The alert store keeps, with each alert, the raw readings its finding
+        cites, and the ledger commits to their digest. Only readings since this
+        process started, at most `RING_READINGS` per device, are held, so a
+        finding whose window reaches further back (a 30-day reconciliation) has
+        its stated window fitted to the evidence actually attached; its
+        explanation and estimate still describe the whole period the detector
+        used.
         """
         start = finding.window_start_ns
         for device in finding.devices:
             ring = self._recent.get(device)
             if ring and ring[0].ts_ns > start:
                 start = ring[0].ts_ns
+        if start == finding.window_start_ns:
+            return finding
         end = max(finding.window_end_ns, start)
-        held = (r for device in finding.devices for r in self._recent.get(device, ()))
-        cited = cited_readings(held, devices=finding.devices, start_ns=start, end_ns=end)
-        if start != finding.window_start_ns or end != finding.window_end_ns:
-            finding = dataclasses.replace(finding, window_start_ns=start, window_end_ns=end)
-        return finding, cited
+        return dataclasses.replace(finding, window_start_ns=start, window_end_ns=end)
+
+    async def held_readings(self, finding: Finding) -> list[Reading]:
+        """The readings held for the finding's devices (the alert intake selects its window)."""
+        return [r for device in finding.devices for r in self._recent.get(device, ())]
 
     async def save_state(self) -> None:
         """Write the engine state atomically (temp file, fsync, rename)."""

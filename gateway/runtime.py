@@ -47,7 +47,7 @@ from drivers.profiles import Profile, load_profile
 from drivers.reading import Reading
 from drivers.status import BusStatus
 from drivers.status import DeviceState as DriverState
-from gateway.alerts import AlertStore
+from gateway.alerts import AlertStore, FindingIntake
 from gateway.analysis import AnalysisStage, engine_from_settings
 from gateway.api.status import DeviceState, DeviceStatus
 from gateway.config import (
@@ -59,7 +59,6 @@ from gateway.config import (
     Transport,
 )
 from gateway.delivery import AlertDelivery
-from gateway.evidence import readings_digest
 from gateway.pipeline import Pipeline
 from gateway.storage import Storage, open_storage
 
@@ -254,7 +253,15 @@ class Gateway:
         delivery = AlertDelivery.from_settings(settings)
         delivery.attach(alerts)
         analysis = AnalysisStage(engine_from_settings(settings), state_path=data_dir / STATE_FILE)
-        findings = _FindingHandler(settings, analysis, alerts)
+        site_of = {d.id: settings.device_site(d) for d in settings.devices}
+        intake = FindingIntake(
+            alerts,
+            readings_for=analysis.held_readings,
+            site_of=lambda f: site_of.get(f.device, settings.site.id),
+        )
+
+        async def on_findings(found: Sequence[Finding]) -> None:
+            await intake([analysis.fit_window(f) for f in found])
 
         async def persist(batch: Sequence[Reading]) -> None:
             await storage.append(batch)
@@ -262,7 +269,7 @@ class Gateway:
         pipeline = Pipeline(
             persist=persist,
             analyze=analysis if settings.anomaly.enabled else None,
-            on_findings=findings,
+            on_findings=on_findings,
         )
 
         def sink(reading: Reading) -> None:
@@ -275,6 +282,9 @@ class Gateway:
             async with asyncio.TaskGroup() as tg:
                 store_task = tg.create_task(storage.run(), name="storage")
                 delivery_task = tg.create_task(delivery.run(), name="delivery")
+                ledger_task = tg.create_task(
+                    alerts.ledger.run_checkpoints(), name="ledger-checkpoints"
+                )
                 await self._replay_history(pipeline)
                 saver_task = tg.create_task(self._save_state_loop(analysis), name="anomaly-state")
                 pipe_task = tg.create_task(pipeline.run(), name="pipeline")
@@ -299,6 +309,7 @@ class Gateway:
                 with contextlib.suppress(asyncio.CancelledError):
                     await store_task
                 delivery_task.cancel()
+                ledger_task.cancel()
                 if api_server is not None and api_task is not None:
                     api_server.should_exit = True
                     await api_task
@@ -404,30 +415,6 @@ class _ApiServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-class _FindingHandler:
-    """Findings -> alerts (with the digest of the readings they cite) -> delivery."""
-
-    def __init__(self, settings: Settings, analysis: AnalysisStage, alerts: AlertStore) -> None:
-        self._settings = settings
-        self._analysis = analysis
-        self._alerts = alerts
-        self._site_of = {d.id: settings.device_site(d) for d in settings.devices}
-
-    async def __call__(self, findings: Sequence[Finding]) -> None:
-        for raw in findings:
-            finding, cited = self._analysis.evidence(raw)
-            site = self._site_of.get(finding.device, self._settings.site.id)
-            try:
-                await self._alerts.aingest(
-                    finding, site=site, evidence_digest=readings_digest(cited)
-                )
-            except Exception:
-                log.exception(
-                    "cannot record an alert",
-                    extra={"device": finding.device, "detector": finding.detector},
-                )
 
 
 @contextlib.contextmanager
