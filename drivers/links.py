@@ -139,6 +139,11 @@ class PolledDevice:
             raise ValueError(f"{self.id}: poll_interval_s must be > 0")
         if not 0 <= self.unit_id <= 255:
             raise ValueError(f"{self.id}: unit_id must be 0..255")
+        if self.timeout_s is not None and not 0 < self.timeout_s < self.poll_interval_s:
+            raise ValueError(
+                f"{self.id}: timeout_s {self.timeout_s:g} must be above 0 and below "
+                f"poll_interval_s {self.poll_interval_s:g}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
