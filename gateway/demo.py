@@ -99,12 +99,15 @@ async def private_mosquitto(workdir: Path) -> AsyncIterator[tuple[str, int] | No
     port = _free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    # Its own session: Ctrl-C in the terminal reaches the demo, which then stops the
+    # simulators' MQTT publishers before it stops this broker.
     proc = await asyncio.create_subprocess_exec(
         binary,
         "-c",
         str(conf),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         for _ in range(100):
