@@ -196,8 +196,25 @@ function actionButtons(alert) {
   }
   if (OPEN_STATES.includes(alert.status)) {
     cell.append(el("button", { type: "button", class: "resolve", onclick: () => askAction(alert, "resolve") }, "Resolve"));
+    cell.append(el("button", { type: "button", class: "dismiss", onclick: () => askAction(alert, "dismiss") }, "Dismiss"));
   }
   return cell;
+}
+
+function numbers(alert) {
+  // The evidence numbers behind the alert, e.g. "estimate 2.1 % (95 % CI 1.6..2.6) · score 4.2 / 1".
+  const unit = alert.unit ? " " + alert.unit : "";
+  const parts = [];
+  if (alert.estimate !== null && alert.estimate !== undefined) {
+    let text = "estimate " + Number(alert.estimate).toPrecision(3) + unit;
+    if (alert.ci_low !== null && alert.ci_high !== null) {
+      text += ` (95 % CI ${Number(alert.ci_low).toPrecision(3)}..${Number(alert.ci_high).toPrecision(3)})`;
+    }
+    parts.push(text);
+  }
+  parts.push(`score ${Number(alert.score).toPrecision(3)} / ${Number(alert.threshold).toPrecision(3)}`);
+  if (alert.count > 1) parts.push(`seen ${alert.count}×`);
+  return parts.join(" · ");
 }
 
 function alertRow(alert, withDevice) {
@@ -211,7 +228,7 @@ function alertRow(alert, withDevice) {
     el("td", {}, alert.detector),
     el("td", { class: "status" }, alert.status),
     el("td", {}, fmtTime(alert.updated_ns)),
-    el("td", {}, alert.explanation),
+    el("td", {}, alert.explanation, el("div", { class: "muted numbers" }, numbers(alert))),
     actionButtons(alert),
   );
   return row;
@@ -233,8 +250,8 @@ function renderAlerts() {
 
 function askAction(alert, action) {
   state.pending = { alert, action };
-  $("action-title").textContent =
-    (action === "acknowledge" ? "Acknowledge" : "Resolve") + " alert on " + alert.device;
+  const verb = { acknowledge: "Acknowledge", resolve: "Resolve", dismiss: "Dismiss (false alarm)" };
+  $("action-title").textContent = verb[action] + " alert on " + alert.device;
   $("action-note").value = "";
   $("action-error").textContent = "";
   $("action-dialog").showModal();

@@ -33,7 +33,12 @@ from tests.gateway.api.conftest import (
 
 DAY_NS = 86_400 * 10**9
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+# One Chromium for the module (each test gets its own context via new_page); the
+# tests share its event loop, which Playwright's objects are bound to.
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+# Generous waits: the assertions are about what appears, the suite runs on 2 noisy cores.
+expect.set_options(timeout=15_000)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -47,7 +52,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest_asyncio.fixture(loop_scope="function")  # Playwright is bound to the test's loop
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as pw:
         b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -57,6 +62,16 @@ async def browser() -> AsyncIterator[Browser]:
             await b.close()
 
 
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A fresh page in its own browser context (its own session storage)."""
+    p = await browser.new_page()
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
 async def _login(page: Page, server: ServerThread, key: str) -> None:
     await page.goto(server.url + "/")
     await page.fill("#key", key)
@@ -64,9 +79,8 @@ async def _login(page: Page, server: ServerThread, key: str) -> None:
 
 
 async def test_inspector_sees_a_live_alert_and_acknowledges_it(
-    world: World, server: ServerThread, browser: Browser
+    world: World, server: ServerThread, page: Page
 ) -> None:
-    page = await browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
 
@@ -75,7 +89,7 @@ async def test_inspector_sees_a_live_alert_and_acknowledges_it(
 
     await _login(page, server, key_of("inspector"))
     await expect(page.locator("#who")).to_have_text("inspector (inspector)")
-    await expect(page.locator("#live")).to_have_text("live", timeout=10_000)
+    await expect(page.locator("#live")).to_have_text("live")
     # Only the north site's alert is listed for this key.
     rows = page.locator("#alerts-body tr")
     await expect(rows).to_have_count(1)
@@ -90,8 +104,11 @@ async def test_inspector_sees_a_live_alert_and_acknowledges_it(
     )
     assert change is not None
     row = page.locator(f'#alerts-body tr[data-alert="{change.alert.id}"]')
-    await expect(row).to_be_visible(timeout=5_000)
+    await expect(row).to_be_visible()
     await expect(row).to_contain_text("integrity.pulse_adder")
+    await expect(row.locator(".numbers")).to_have_text(
+        "estimate 2.10 % (95 % CI 1.60..2.60) · score 4.20 / 1.00"
+    )
     await expect(rows).to_have_count(2)
 
     # Acknowledge it with a note.
@@ -121,13 +138,28 @@ async def test_inspector_sees_a_live_alert_and_acknowledges_it(
 
 
 async def test_enforcement_key_sees_alerts_without_action_buttons(
-    world: World, server: ServerThread, browser: Browser
+    world: World, server: ServerThread, page: Page
 ) -> None:
-    page = await browser.new_page()
     await _login(page, server, key_of("enforcement"))
     row = page.locator(f'#alerts-body tr[data-alert="{world.north_alert.id}"]')
     await expect(row).to_be_visible()
     await expect(row.locator("button")).to_have_count(0)
+
+
+async def test_inspector_dismisses_a_false_alarm(
+    world: World, server: ServerThread, page: Page
+) -> None:
+    await _login(page, server, key_of("inspector"))
+    row = page.locator(f'#alerts-body tr[data-alert="{world.north_alert.id}"]')
+    await row.locator("button.dismiss").click()
+    await page.fill("#action-note", "Calibration visit by the verification office")
+    await page.click("#action-ok")
+    # Dismissed alerts leave the open list.
+    await expect(row).to_have_count(0)
+    await expect(page.locator("#alerts-empty")).to_be_visible()
+    stored = world.alerts.get(world.north_alert.id)
+    assert stored.status is AlertStatus.DISMISSED
+    assert stored.history[-1].note == "Calibration visit by the verification office"
 
 
 def _simulate_and_detect(world: World, *, scenario: str, days: int) -> list[str]:
@@ -180,16 +212,15 @@ def _cited_readings(streams: dict[str, DeviceStream], finding: Finding) -> list[
 
 
 async def test_alert_from_a_simulated_cheating_nozzle_end_to_end(
-    tmp_path: Path, browser: Browser
+    tmp_path: Path, page: Page
 ) -> None:
     """The simulators' calibration-change scenario (nozzle-1's K-factor is edited),
     analysed by the anomaly engine while the dashboard is open."""
     world = await build_world(tmp_path)
     try:
         with ServerThread(world.app) as server:
-            page = await browser.new_page()
             await _login(page, server, key_of("inspector"))
-            await expect(page.locator("#live")).to_have_text("live", timeout=10_000)
+            await expect(page.locator("#live")).to_have_text("live")
 
             detectors = await asyncio.to_thread(
                 _simulate_and_detect, world, scenario="calibration_change", days=5
@@ -199,7 +230,7 @@ async def test_alert_from_a_simulated_cheating_nozzle_end_to_end(
             row = page.locator("#alerts-body tr", has_text="integrity.parameter_change").filter(
                 has_text="nozzle-1"
             )
-            await expect(row).to_be_visible(timeout=5_000)
+            await expect(row).to_be_visible()
             await expect(row.locator(".sev")).to_have_text("critical")
             await row.locator("button.ack").click()
             await page.fill("#action-note", "K-factor edited outside verification; sealing")
