@@ -104,10 +104,22 @@ class _MbapProtocol(asyncio.Protocol):
         self.pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self.late_frames = 0
         self.last_rx = 0.0
+        self._out: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+
+    def send(self, frame: bytes) -> None:
+        """Queue `frame`; all frames queued in one loop iteration go out in one write."""
+        self._out.append(frame)
+        if len(self._out) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self.transport is not None and out:
+            self.transport.write(b"".join(out))
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
@@ -186,7 +198,7 @@ class TcpClient:
                 tid = next(self._tids)
             fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
             proto.pending[tid] = fut
-            proto.transport.write(mbap_frame(tid, unit_id, pdu))
+            proto.send(mbap_frame(tid, unit_id, pdu))
             try:
                 async with asyncio.timeout(timeout_s):
                     unit, resp = await fut

@@ -123,6 +123,7 @@ class _PeerProtocol(asyncio.Protocol):
     def __init__(self, peer: FaultPeer) -> None:
         self.peer = peer
         self.buf = bytearray()
+        self.batch: list[bytes] = []
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -139,6 +140,15 @@ class _PeerProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buf += data
         peer, buf = self.peer, self.buf
+        # answers to the requests of one read go out in one write (one syscall)
+        self.batch: list[bytes] = []
+        try:
+            self._frames(peer, buf)
+        finally:
+            if self.batch and self.transport is not None and not self.transport.is_closing():
+                self.transport.write(b"".join(self.batch))
+
+    def _frames(self, peer: FaultPeer, buf: bytearray) -> None:
         while self.transport is not None:
             if peer.framing == "tcp":
                 if len(buf) < 7:
@@ -156,7 +166,7 @@ class _PeerProtocol(asyncio.Protocol):
                 if crc16(frame[:6]) != struct.unpack("<H", frame[6:])[0]:
                     continue
                 tid, unit_id, pdu = 0, frame[0], frame[1:6]
-            peer._request(self.transport, tid, unit_id, pdu)
+            peer._request(self, tid, unit_id, pdu)
 
 
 class FaultPeer:
@@ -207,7 +217,9 @@ class FaultPeer:
         self._cache[key] = body  # images do not change while served
         return body
 
-    def _request(self, transport: asyncio.Transport, tid: int, unit_id: int, pdu: bytes) -> None:
+    def _request(self, proto: _PeerProtocol, tid: int, unit_id: int, pdu: bytes) -> None:
+        transport = proto.transport
+        assert transport is not None
         fc, addr, count = struct.unpack(">BHH", pdu[:5])
         unit = self.units.get(unit_id)
         if unit is None:
@@ -230,7 +242,7 @@ class FaultPeer:
             timer = loop.call_later(unit.delay_s, self._late, transport, out)
             self._timers.add(timer)
         else:
-            transport.write(out)
+            proto.batch.append(out)
 
     @staticmethod
     def _late(transport: asyncio.Transport, out: bytes) -> None:
