@@ -2,6 +2,12 @@
 
 The OpenAPI schema declares both credential forms (``Authorization: Bearer``
 and ``X-API-Key``) as security schemes, so clients and schemathesis see them.
+A bearer header wins when both are sent.
+
+The failure budget is per TCP peer address (``request.client``).
+``X-Forwarded-For`` is not trusted (anyone can send it), so behind a reverse
+proxy all clients share the proxy's budget; run the API on the edge box's own
+address, as the default config does.
 """
 
 from __future__ import annotations
