@@ -722,7 +722,12 @@ def create_app(
         alert_id: AlertId, who: Annotated[Principal, Depends(need(Permission.EVIDENCE_READ))]
     ) -> Response:
         """Build the bundle from the alert, its full history, the raw readings of the
-        window its latest finding cites, and the ledger."""
+        window its latest finding cites, and the ledger.
+
+        The readings are those the store holds, with their stored timestamps;
+        the bundle's digest check passes when the alert's evidence digest was
+        taken over the readings in that stored form (`point_ts_ns`).
+        """
         alert = await visible_alert(who, alert_id)
         history = await alerts.ahistory(alert_id)
         readings: list[Reading] = []
@@ -731,10 +736,13 @@ def create_app(
             if kind is None:
                 continue  # no longer configured: its readings cannot be typed
             try:
+                # The cited window includes its end. Stored timestamps carry seq % 1000
+                # as their last three digits (gateway.storage.schema.point_ts_ns), so a
+                # reading at either edge may be stored up to 999 ns outside the window.
                 result = await store.query(
                     device_id,
-                    start_ns=alert.window_start_ns,
-                    end_ns=alert.window_end_ns + 1,  # the cited window includes its end
+                    start_ns=max(0, alert.window_start_ns - 999),
+                    end_ns=alert.window_end_ns + 1000,
                 )
             except QueryError as exc:
                 raise HTTPException(500, f"cannot read the cited readings: {exc}") from None

@@ -4,6 +4,7 @@ AlertStore, ledger and embedded reading store."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import sqlite3
 import zipfile
@@ -18,6 +19,7 @@ from gateway.api import create_app
 from gateway.api.status import DeviceState, DeviceStatus
 from gateway.evidence import readings_digest
 from gateway.evidence.verify_bundle import Bundle, check
+from gateway.storage import point_ts_ns
 from tests.gateway.api.conftest import (
     NORTH,
     World,
@@ -206,29 +208,30 @@ async def test_device_detail_has_live_status_latest_reading_and_open_alerts(
 async def test_evidence_bundle_verifies_with_its_own_verifier(
     client: httpx.AsyncClient, world: World, tmp_path: Path
 ) -> None:
-    # The pipeline digests the readings the finding cites as the store holds them.
-    start, end = now_ns() - 3600 * 10**9, now_ns()
-    cited = await world.store.query("n1", start_ns=start, end_ns=end + 1)
-    readings = [
+    # Readings as a driver produces them: nanosecond timestamps whose last digits
+    # differ from the stored ones (the store keeps seq % 1000 there).
+    t0 = now_ns() - 4 * 3600 * 10**9  # before the fixture's readings of n1
+    t0 -= t0 % 1000
+    polled = [
         Reading(
             "n1",
             DeviceKind.DISPENSER_NOZZLE,
-            ts,
-            cited.seq[i],
-            {k: v[i] for k, v in cited.columns.items() if v[i] is not None},
-            cited.quality[i],
+            t0 + i * 10 * 10**9 + 999,  # stored as ...000 + seq % 1000: up to 999 ns earlier
+            5000 + i,
+            {"totalizer_volume_l": 2000.0 + 0.25 * i, "calibration_k_factor": 100.0 + (i > 5)},
         )
-        for i, ts in enumerate(cited.ts_ns)
+        for i in range(12)
     ]
-    finding = cheating_finding("n1", detector="integrity.calibration_change")
-    finding = type(finding)(
-        **{
-            **{f: getattr(finding, f) for f in finding.__slots__},
-            "window_start_ns": start,
-            "window_end_ns": end,
-        }
+    await world.store.write(polled)
+    # The pipeline digests the cited readings in their stored form.
+    stored_form = [dataclasses.replace(r, ts_ns=point_ts_ns(r.ts_ns, r.seq)) for r in polled]
+    assert stored_form[0].ts_ns < polled[0].ts_ns
+    finding = dataclasses.replace(
+        cheating_finding("n1", detector="integrity.parameter_change"),
+        window_start_ns=polled[0].ts_ns,  # the window is in driver time
+        window_end_ns=polled[-1].ts_ns,
     )
-    change = world.alerts.ingest(finding, site=NORTH, evidence_digest=readings_digest(readings))
+    change = world.alerts.ingest(finding, site=NORTH, evidence_digest=readings_digest(stored_form))
     assert change is not None
     response = await client.get(
         f"/api/v1/alerts/{change.alert.id}/evidence", headers=auth("enforcement")
@@ -239,7 +242,7 @@ async def test_evidence_bundle_verifies_with_its_own_verifier(
         z.extractall(tmp_path)
     folder = tmp_path / f"alert-{change.alert.id}"
     assert check(Bundle(folder)) == []
-    assert len((folder / "readings.csv").read_text().splitlines()) == 1 + len(readings)
+    assert len((folder / "readings.csv").read_text().splitlines()) == 1 + len(polled)
 
 
 async def test_ledger_verification_names_the_first_bad_entry(
