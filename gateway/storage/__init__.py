@@ -1,9 +1,12 @@
 """Storage: the durable outbox, the forwarder, and the reading stores.
 
-    storage = await open_storage(settings.storage, site_id=settings.site.id)
-    await storage.outbox.append_readings(batch)      # durable: now it is taken
+    storage = await open_storage(settings.storage, site_id=settings.site.id,
+                                 device_profiles={d.id: d.profile for d in settings.devices})
+    await storage.persist(batch)                     # durable: now it is taken
     tg.create_task(storage.run(), name="storage")    # forwards to the store
     result = await storage.store.query("n1", start_ns=a, end_ns=b, every_s=60, agg="mean")
+    storage.health(); registry.register(storage.collector())
+    await storage.close(drain_timeout_s=5)           # after cancelling run()
 
 Modules: `lineprotocol` (pure encode/parse), `schema` (measurement, tags,
 fields, timestamps), `query` (the `ReadingStore` protocol, `QueryResult`,
