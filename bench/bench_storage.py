@@ -1,7 +1,8 @@
 """Storage benchmark: encode cost per point, outbox append, and points/s through
 outbox + forwarder into a local InfluxDB 1.x (started in a temporary directory).
 
-Run: ``.venv/bin/python bench/bench_storage.py [--points N] [--repeats R]``.
+Run: ``.venv/bin/python -m bench.run storage`` or
+``.venv/bin/python bench/bench_storage.py [--points N] [--repeats R] [--batch B]``.
 The benchmark process is pinned to one CPU (InfluxDB runs on the other), so
 the gateway side is measured on one core. Prints medians over the repeats.
 """
@@ -194,14 +195,22 @@ def count_points(url: str, db: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--points", type=int, default=200_000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--points", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=5000, help="points per append and send")
     args = parser.parse_args(argv)
     global BATCH  # noqa: PLW0603 (one knob for every stage)
     BATCH = args.batch
-    cpus = sorted(os.sched_getaffinity(0))
+    original = os.sched_getaffinity(0)
+    cpus = sorted(original)
     os.sched_setaffinity(0, {cpus[0]})
+    try:
+        return _run(args, cpus)
+    finally:
+        os.sched_setaffinity(0, original)  # bench.run goes on with other benchmarks
+
+
+def _run(args: argparse.Namespace, cpus: list[int]) -> int:
     readings = make_readings(args.points)
     with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmpdir:
         tmp = Path(tmpdir)
