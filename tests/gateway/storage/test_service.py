@@ -285,3 +285,24 @@ async def test_corrupt_outbox_entry_is_quarantined_not_retried_forever(
     assert got.seq == list(range(10, 20))
     await outbox.close()
     await store.close()
+
+
+@pytest.mark.integration
+async def test_v1_retention_policy_is_used_for_writes_and_queries(influxdb: InfluxService) -> None:
+    db = f"rp_{uuid.uuid4().hex[:8]}"
+    influxql(influxdb.url, db, f'CREATE DATABASE "{db}"')
+    influxql(
+        influxdb.url, db, f'CREATE RETENTION POLICY "keep it" ON "{db}" DURATION 0s REPLICATION 1'
+    )
+    encoder = ReadingEncoder(site_id="s")
+    store = InfluxV1Store(
+        url=influxdb.url, database=db, retention_policy="keep it", encoder=encoder
+    )
+    await store.write(_readings("w1", 5))
+    got = await store.query("w1", start_ns=BASE_NS, end_ns=BASE_NS + HOUR_NS)
+    assert got.seq == list(range(5))
+    in_rp = influxql(influxdb.url, db, f'SELECT count("seq") FROM "{db}"."keep it"."water"')
+    assert in_rp["results"][0]["series"][0]["values"][0][1] == 5
+    default = influxql(influxdb.url, db, 'SELECT count("seq") FROM "water"')
+    assert "series" not in default["results"][0]  # nothing went to the default policy
+    await store.close()
