@@ -72,8 +72,9 @@ class ReadingEncoder:
     def set_profile(self, device_id: str, profile: str) -> None:
         """Record (or change) a device's profile for the tag of later readings."""
         self._profiles[device_id] = profile
-        for key in [k for k in self._prefix if k[0] == device_id]:
-            del self._prefix[key]
+        # The outbox encodes in its own thread: copy the keys (one C-level step) and pop.
+        for key in [k for k in list(self._prefix) if k[0] == device_id]:
+            self._prefix.pop(key, None)
 
     def _make_prefix(self, device_id: str, kind: DeviceKind) -> str:
         kind_value = DeviceKind(kind).value  # a plain string is accepted if it names a kind
