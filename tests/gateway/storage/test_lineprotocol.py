@@ -212,3 +212,11 @@ def test_every_field_type_round_trips_through_influxdb(influxdb: InfluxService) 
         "f_str": "string",
         "f ,=\"'\\ü": "float",
     }
+
+
+def test_set_profile_changes_the_tag_of_later_readings() -> None:
+    enc = ReadingEncoder(site_id="s")
+    r = Reading("w1", DeviceKind.WATER, 10**18, 1, {"flow_m3h": 1.0})
+    assert ",profile=" not in enc.line(r)
+    enc.set_profile("w1", "water_meter")
+    assert parse_line(enc.line(r)).tags["profile"] == "water_meter"
