@@ -134,11 +134,17 @@ class BalanceGroup:
         self.ids = ids
         self.member_threshold = np.asarray(member_threshold, dtype=float)
         self.ref_threshold = ref_threshold
-        # a tank is judged absolutely; feeders and districts against a learned baseline of
-        # a few days, which is noisier: they get twice the reference's threshold
-        self.balance_threshold = ref_threshold * (1.0 if type == "tank" else 2.0)
-        self.tl = technical_loss_pct / 100.0
         j = len(members)
+        # a tank is judged absolutely, and its balance moves by a cheating nozzle's error
+        # times its share of the sales: the nozzles' threshold divided by their number.
+        # Feeders and districts are judged against a learned baseline of a few days,
+        # which is noisier: twice the reference's threshold.
+        self.balance_threshold = (
+            float(np.min(self.member_threshold)) / max(j, 1)
+            if type == "tank"
+            else ref_threshold * 2.0
+        )
+        self.tl = technical_loss_pct / 100.0
         self.quadratic = type == "feeder"
         p = j + 1 + int(self.quadratic)  # members, hours (, load squared on feeders)
         s = len(SCALES_PERIODS)

@@ -141,7 +141,7 @@ class RunResult:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per case (default 3)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per case (default 1)")
     parser.add_argument(
         "--days", type=int, default=None, help="simulated days per run (default: each case's own)"
     )
