@@ -53,3 +53,30 @@ def test_tank_group_needs_a_gauge_and_nozzles():
         Engine(site.devices, [GroupModel("g", "tank", "N1", ("N2",))])
     with pytest.raises(EngineConfigError, match="unknown device 'X'"):
         Engine(site.devices, [GroupModel("g", "bulk", "X", ("N2",))])
+
+
+def test_check_meter_finds_the_meter_that_drifts_from_its_reference():
+    import numpy as np
+
+    from anomaly.batch import Batch
+    from anomaly.engine import DeviceModel, Engine, GroupModel
+
+    rng = np.random.default_rng(8)
+    eng = Engine([DeviceModel("ref", "water", 1.0), DeviceModel("m", "water", 2.0)],
+                 [GroupModel("chk", "check", "ref", ("m",))])
+    t = np.arange(1, 6 * 96 + 1) * 900.0
+    flow = rng.uniform(0.5, 2.0, len(t)) * 0.25  # m3 per 15 min
+    true = np.cumsum(flow)
+    error = np.where(t > 2 * 86400, 0.05, 0.0)  # m starts registering 5 % high on day 2
+    found = []
+    for k in range(0, len(t), 4):
+        sl = slice(k, k + 4)
+        n = len(t[sl])
+        ts = (1_772_409_600 * 10**9 + t[sl] * 10**9).astype(np.int64)
+        for dev, vol in (("ref", true), ("m", np.cumsum(flow * (1 + error)))):
+            found += eng.process(Batch(np.full(n, eng.index(dev), np.int32), ts,
+                                       np.ones(n, bool), {"volume_forward_m3": vol[sl]}))
+    hits = [f for f in found if f.detector == "reconciliation.check_meter"]
+    assert hits and hits[0].devices == ("m", "ref")
+    assert hits[0].estimate > 0
+    assert [f.detector for f in found if f not in hits] == []
