@@ -11,6 +11,7 @@ Reported per case (median over `--repeats`):
 - fields/s delivered (wall) -- the offered load is devices x 30 per s;
 - fields per CPU-second -- the capacity of one core (target >= 50,000);
 - CPU s per 10,000 fields;
+- the test server's CPU use (share of one core), to tell its limits from ours;
 - p50/p99 deviation of poll times from the wall-clock schedule (the reading's
   timestamp, taken when the response arrived, minus its 1 s boundary; target
   p99 < 50 ms at 1,000 devices), and the start lag (request sent vs boundary),
@@ -88,8 +89,24 @@ def _serve(port_queue: mp.Queue[int], stop: mp.Event) -> None:  # type: ignore[t
     asyncio.run(main())
 
 
+def _proc_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) used so far by process `pid` (Linux /proc)."""
+    if pid is None:
+        return float("nan")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _poll_case(
-    port: int, n_devices: int, seconds: float, *, mode: str = "device"
+    port: int,
+    n_devices: int,
+    seconds: float,
+    *,
+    mode: str = "device",
+    server_pid: int | None = None,
 ) -> dict[str, float]:
     """`mode` ``device``: one link (connection) per device, as separate meters are;
     ``gateway``: links of up to 125 unit ids, requests pipelined (IN_FLIGHT at once)."""
@@ -125,9 +142,9 @@ async def _poll_case(
         await asyncio.sleep(0.25)
     await asyncio.sleep(1.5 - (time.time() % 1.0))
     samples.clear()
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+    cpu0, wall0, srv0 = time.process_time(), time.perf_counter(), _proc_cpu_s(server_pid)
     await asyncio.sleep(seconds)
-    cpu1, wall1 = time.process_time(), time.perf_counter()
+    cpu1, wall1, srv1 = time.process_time(), time.perf_counter(), _proc_cpu_s(server_pid)
     taken = list(samples)
     for t in tasks:
         t.cancel()
@@ -146,6 +163,7 @@ async def _poll_case(
         "lag_p50_ms": statistics.median(lag_ms) if lag_ms else float("nan"),
         "lag_p99_ms": lag_ms[int(0.99 * (len(lag_ms) - 1))] if lag_ms else float("nan"),
         "bad": len(taken) - len(ok),
+        "server_cpu": (srv1 - srv0) / (wall1 - wall0),
     }
 
 
@@ -199,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         fast = statistics.median(codec_fields_per_s(compiled=True) for _ in range(args.repeats))
         for mode in ("device", "gateway"):
             for n in args.devices:
-                runs = [asyncio.run(_poll_case(port, n, args.seconds, mode=mode))
+                runs = [asyncio.run(_poll_case(port, n, args.seconds, mode=mode,
+                                               server_pid=server.pid))
                         for _ in range(args.repeats)]
                 rows.append((mode, n, {k: statistics.median(r[k] for r in runs) for k in runs[0]}))
     finally:
@@ -213,14 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     print("links: device = one connection per device; gateway = 125 unit ids per "
           "connection, requests pipelined")
     head = (f"{'links':>8} {'devices':>8} {'fields/s':>10} {'fields/CPU-s':>13} {'CPU s/10k':>10} "
-            f"{'p50 ms':>8} {'p99 ms':>8} {'lag p50':>8} {'lag p99':>8} {'bad':>5}")
+            f"{'p50 ms':>8} {'p99 ms':>8} {'lag p50':>8} {'lag p99':>8} {'bad':>5} "
+            f"{'server CPU':>10}")
     print(head)
     print("-" * len(head))
     for mode, n, m in rows:
         print(f"{mode:>8} {n:>8} {m['fields_per_s']:>10,.0f} {m['fields_per_cpu_s']:>13,.0f} "
               f"{m['cpu_per_10k']:>10.3f} {m['p50_ms']:>8.1f} {m['p99_ms']:>8.1f} "
               f"{m['lag_p50_ms']:>8.1f} {m['lag_p99_ms']:>8.1f} "
-              f"{m['bad']:>5.0f}")
+              f"{m['bad']:>5.0f} {m['server_cpu']:>9.0%}")
     return 0
 
 
