@@ -31,6 +31,7 @@ def main(argv: list[str]) -> int:
         module = importlib.import_module(f"bench.bench_{name}")
         t0 = time.perf_counter()
         fn = module.main
+        sys.argv = [f"bench_{name}"]  # mains that parse sys.argv get their defaults
         rc = fn([]) if inspect.signature(fn).parameters else fn()
         print(f"(bench_{name}: {time.perf_counter() - t0:.1f} s)", flush=True)
         if isinstance(rc, int) and rc != 0:

@@ -26,7 +26,6 @@ import contextlib
 import hashlib
 import logging
 import math
-import secrets
 import shutil
 import socket
 import sys
@@ -44,6 +43,7 @@ from drivers.codec import DataType
 from drivers.profiles import Profile, ProfileProtocol, load_profile
 from drivers.reading import DeviceKind, Quality, Reading
 from gateway.alerts import AlertStatus
+from gateway.commands.api_key import new_key
 from gateway.config import Settings, parse_config
 from gateway.runtime import Gateway, stop_on_signals
 from simulators.offline import OfflineRun, generate
@@ -282,7 +282,7 @@ async def _run(options: DemoOptions, data_dir: Path, out: TextIO) -> None:
     now = time.time_ns()
     midnight = now - now % DAY_NS
     start_ns = midnight - options.history_days * DAY_NS
-    api_key = "mwk_" + secrets.token_urlsafe(24)
+    api_key = new_key()
     async with contextlib.AsyncExitStack() as stack:
         mqtt = (
             await stack.enter_async_context(private_mosquitto(data_dir)) if options.mqtt else None

@@ -226,6 +226,7 @@ class Gateway:
         self.parts: Parts | None = None
         self.api_port: int | None = None
         self.ready = asyncio.Event()
+        self._close_streams: Callable[[], None] = lambda: None
 
     def stop(self) -> None:
         """Begin an orderly shutdown (idempotent; safe from a signal handler)."""
@@ -311,6 +312,8 @@ class Gateway:
                 delivery_task.cancel()
                 ledger_task.cancel()
                 if api_server is not None and api_task is not None:
+                    # Open event streams would hold uvicorn's shutdown forever.
+                    self._close_streams()
                     api_server.should_exit = True
                     await api_task
         finally:
@@ -383,6 +386,7 @@ class Gateway:
             status=status,
             metrics_registry=registry,
         )
+        self._close_streams = app.state.close_streams
         config = uvicorn.Config(
             app,
             host=self.settings.api.host,

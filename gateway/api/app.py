@@ -721,17 +721,20 @@ def create_app(
     async def evidence_bundle(
         alert_id: AlertId, who: Annotated[Principal, Depends(need(Permission.EVIDENCE_READ))]
     ) -> Response:
-        """Build the bundle from the alert, its full history, the raw readings of the
-        window its latest finding cites, and the ledger.
+        """Build the bundle from the alert, its full history, the raw readings its
+        latest finding cites, and the ledger.
 
-        The readings are those the store holds, with their stored timestamps;
-        the bundle's digest check passes when the alert's evidence digest was
-        taken over the readings in that stored form (`point_ts_ns`).
+        The readings are the evidence set the alert store kept with the alert (the
+        very readings whose digest the ledger holds), so the bundle verifies even
+        after the store's raw retention has passed. For an alert that has no
+        evidence set, the readings of its window are read back from the store, in
+        their stored form (`point_ts_ns`).
         """
         alert = await visible_alert(who, alert_id)
         history = await alerts.ahistory(alert_id)
-        readings: list[Reading] = []
-        for device_id in alert.devices:
+        kept = await alerts.aevidence_readings(alert_id)
+        readings: list[Reading] = list(kept) if kept is not None else []
+        for device_id in alert.devices if kept is None else ():
             kind = devices.kind_of(device_id)
             if kind is None:
                 continue  # no longer configured: its readings cannot be typed

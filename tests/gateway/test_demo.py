@@ -73,7 +73,7 @@ def test_demo_serves_health_and_api_then_stops_on_sigterm(tmp_path: Path) -> Non
         assert key not in json.dumps(health)
 
         assert _get(f"{url}/api/v1/devices")[0] == 401
-        assert _get(f"{url}/api/v1/devices", key="mwk_wrong")[0] == 401
+        assert _get(f"{url}/api/v1/devices", key="mw_wrong")[0] == 401
 
         # The drivers poll the simulators: every Modbus device comes up.
         devices: list[object] = []

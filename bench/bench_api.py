@@ -1,6 +1,6 @@
 """API benchmark (run by hand; not collected by pytest). Prints a table of medians.
 
-Run: ``.venv/bin/python -m tests.gateway.api.bench_api [--repeats R]``.
+Run: ``.venv/bin/python -m bench.bench_api (or: python -m bench.run api) [--repeats R]``.
 
 - key lookup: `KeyRing.authenticate` with 3 and 100 configured keys;
 - in-process (ASGI) request latency: ``GET /api/v1/alerts`` (a page of 50 out
