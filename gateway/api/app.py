@@ -66,6 +66,7 @@ from gateway.api.models import (
     ERRORS,
     FORBIDDEN,
     NOT_FOUND,
+    STORE_UNAVAILABLE,
     ActionIn,
     AlertChangeOut,
     AlertOut,
@@ -86,7 +87,7 @@ from gateway.api.status import DeviceState, DeviceStatus, StatusProvider
 from gateway.config import ID_PATTERN, Role, Settings
 from gateway.evidence import EvidenceError, build_bundle
 from gateway.ledger import Ledger
-from gateway.storage.errors import QueryError
+from gateway.storage.errors import QueryError, SinkUnavailable
 from gateway.storage.query import Agg, QueryResult, ReadingStore
 
 log = logging.getLogger("gateway.api")
@@ -377,6 +378,7 @@ def create_app(
         "/devices/{device_id}/readings",
         response_model=ReadingsOut,
         responses={
+            **STORE_UNAVAILABLE,
             **NOT_FOUND,
             **BAD_REQUEST,
             403: {"model": Problem, "description": "inspector keys: older than 7 days"},
@@ -434,12 +436,14 @@ def create_app(
             )
         except QueryError as exc:
             raise HTTPException(400, str(exc)) from None
+        except SinkUnavailable:
+            raise store_unavailable() from None
         return _readings_out(result, start_ns=start, end_ns=end, limit=limit)
 
     @v1.get(
         "/devices/{device_id}/timeline",
         response_model=TimelineOut,
-        responses={**NOT_FOUND, **BAD_REQUEST, **FORBIDDEN},
+        responses={**NOT_FOUND, **BAD_REQUEST, **FORBIDDEN, **STORE_UNAVAILABLE},
         tags=["devices"],
         summary="A device's timeline",
     )
@@ -466,6 +470,8 @@ def create_app(
             result = await store.query(device_id, start_ns=start, end_ns=end, every_s=every_s)
         except QueryError as exc:
             raise HTTPException(400, str(exc)) from None
+        except SinkUnavailable:
+            raise store_unavailable() from None
         page = await alerts.aquery(
             device=device_id,
             sites=sorted(who.sites),
@@ -709,6 +715,7 @@ def create_app(
         responses={
             **NOT_FOUND,
             **FORBIDDEN,
+            **STORE_UNAVAILABLE,
             200: {
                 "description": "a zip: the alert and its history, the cited readings as "
                 "CSV and PNG chart, ledger entries with inclusion proofs, a README and a "
@@ -749,6 +756,8 @@ def create_app(
                 )
             except QueryError as exc:
                 raise HTTPException(500, f"cannot read the cited readings: {exc}") from None
+            except SinkUnavailable:
+                raise store_unavailable() from None
             readings.extend(_readings_of(result, kind))
         try:
             data = await asyncio.to_thread(build_bundle, alert, history, readings, ledger)
@@ -828,6 +837,14 @@ def _readings_out(
         seq=list(result.seq),
         quality=list(result.quality),
         truncated=limit is not None and len(result.ts_ns) >= limit,
+    )
+
+
+def store_unavailable() -> HTTPException:
+    """503 for a query while the readings store (InfluxDB) is away; readings keep
+    arriving in the outbox meanwhile, so the client should simply retry."""
+    return HTTPException(
+        503, "the readings store is unavailable; try again shortly", headers={"Retry-After": "30"}
     )
 
 

@@ -23,6 +23,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 FORBIDDEN: dict[int | str, dict[str, Any]] = {
     403: {"model": Problem, "description": "the key's role may not do this"}
 }
+STORE_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": Problem, "description": "the readings store is away; retry (Retry-After)"}
+}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "no such object within the key's sites"}
 }
