@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -93,8 +94,29 @@ def test_demo_serves_health_and_api_then_stops_on_sigterm(tmp_path: Path) -> Non
         status, alerts = _get(f"{url}/api/v1/alerts?limit=100", key=key)
         assert status == 200
         assert isinstance(alerts, dict)
-        flagged = {a["device"] for a in alerts["items"]}  # type: ignore[index,union-attr]
-        assert "water-2" in flagged  # mounted backwards: reverse flow
+        items = alerts["items"]
+        assert isinstance(items, list)
+        by_device = {a["device"]: a for a in items}
+        assert "water-2" in by_device  # mounted backwards: reverse flow
+
+        # Its evidence bundle verifies with the script shipped inside it, stand-alone.
+        req = urllib.request.Request(
+            f"{url}/api/v1/alerts/{by_device['water-2']['id']}/evidence",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            bundle = tmp_path / "bundle.zip"
+            bundle.write_bytes(resp.read())
+        with zipfile.ZipFile(bundle) as zf:
+            script = next(n for n in zf.namelist() if n.endswith("verify_bundle.py"))
+            zf.extract(script, tmp_path / "x")
+        check = subprocess.run(
+            [sys.executable, "-I", "-S", str(tmp_path / "x" / script), str(bundle)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
