@@ -149,7 +149,12 @@ class Consistency:
         )
         diff = amt - price * vol
         tol = 0.011 + 0.0051 * np.abs(price)
-        bad = np.flatnonzero(done & (np.abs(diff) > tol))
+        # the price may have changed between the sale and the poll: the sale must match
+        # neither the current nor the previous price to count
+        old_price, _ = frame.prev("unit_price", self.ctx.mem("unit_price"))
+        diff_old = amt - old_price * vol
+        tol_old = 0.011 + 0.0051 * np.abs(old_price)
+        bad = np.flatnonzero(done & (np.abs(diff) > tol) & ~(np.abs(diff_old) <= tol_old))
         for r in self.rate["amount"].first_per_device(frame, bad):
             n_bad = int(np.sum(frame.dev[bad] == frame.dev[r]))
             self._emit(

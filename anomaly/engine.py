@@ -86,7 +86,7 @@ class GroupModel:
     technical_loss_pct: float = 0.0
 
 
-_TRACKED = (*integrity.TRACKED, *quality.FROZEN_S, "state", "device_clock_s")
+_TRACKED = (*integrity.TRACKED, *quality.FROZEN_S, "state", "device_clock_s", "unit_price")
 
 
 class Engine:
