@@ -535,12 +535,15 @@ class BalanceGroup:
         score = step_sign * beta_w[:j] / np.where(se_w[:j] > 0, se_w[:j], np.inf)
         if self.type != "tank" and self.base[1] > 0 and self.mrecent_n[0] > 0:
             # DOMAIN: rank customers by how well their own drop matches the step
-            missing = self.mbase / self.base[1] - self.mrecent
-            # the step in flow units: its recent level (EWMA) times the usual daily flow
-            step_abs = float(self.recent_step[0]) * float(np.sum(self.mbase) / self.base[1])
-            score = -np.abs(missing - step_abs) + np.where(
-                np.sign(missing) == np.sign(step_abs), 0.0, -np.inf
-            )
+            usual = self.mbase / self.base[1]
+            missing = usual - self.mrecent
+            # the step in flow units: its recent level times the usual daily flow
+            step_abs = float(self.recent_step[0]) * float(np.sum(usual))
+            # log-likelihood of "member j made the step" against "nobody did", with each
+            # member's own day-to-day spread (~15 % of its usual flow): a big customer's
+            # natural swing counts for less than the same drop of a small one
+            spread2 = (0.15 * np.abs(usual)) ** 2 + 1e-12
+            score = (2.0 * missing * step_abs - step_abs**2) / spread2
         order = np.argsort(-score)
         ranked = [self.ids[int(self.members[k])] for k in order]
         est = -beta_w[:j] / (1 + beta_w[:j])
