@@ -51,12 +51,19 @@ def batches(engine: Engine, n: int, seed: int = 0) -> list[Batch]:
         energy = e[-1]
         v = 230 + rng.normal(0, 1, (3, n * k))
         fields = {
-            "voltage_l1_v": v[0], "voltage_l2_v": v[1], "voltage_l3_v": v[2],
-            "current_l1_a": p / 3 / v[0], "current_l2_a": p / 3 / v[1],
-            "current_l3_a": p / 3 / v[2], "power_total_w": p,
-            "energy_import_kwh": np.round(e.ravel(), 2), "energy_export_kwh": np.zeros(n * k),
-            "magnet_events": np.zeros(n * k), "cover_events": np.zeros(n * k),
-            "event_counter": np.ones(n * k), "device_clock_s": ts / NS,
+            "voltage_l1_v": v[0],
+            "voltage_l2_v": v[1],
+            "voltage_l3_v": v[2],
+            "current_l1_a": p / 3 / v[0],
+            "current_l2_a": p / 3 / v[1],
+            "current_l3_a": p / 3 / v[2],
+            "power_total_w": p,
+            "energy_import_kwh": np.round(e.ravel(), 2),
+            "energy_export_kwh": np.zeros(n * k),
+            "magnet_events": np.zeros(n * k),
+            "cover_events": np.zeros(n * k),
+            "event_counter": np.ones(n * k),
+            "device_clock_s": ts / NS,
         }
         out.append(Batch(np.tile(idx, k), ts, np.ones(n * k, bool), fields))
     return out
@@ -81,8 +88,10 @@ def measure(n: int, runs: int) -> tuple[float, float, int]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     runs = int(args[0]) if args else 5
-    print(f"anomaly engine, electricity meters, 13 fields, feeders of {GROUP}, "
-          f"batches of {POLLS_PER_BATCH} polls; median of {runs} runs")
+    print(
+        f"anomaly engine, electricity meters, 13 fields, feeders of {GROUP}, "
+        f"batches of {POLLS_PER_BATCH} polls; median of {runs} runs"
+    )
     print(f"{'devices':>8} {'readings/run':>13} {'readings/s':>12} {'state bytes/device':>19}")
     for n in (1_000, 10_000):
         rate, per_dev, total = measure(n, runs)

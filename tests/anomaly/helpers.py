@@ -13,8 +13,13 @@ NS = 1_000_000_000
 T0 = 1_772_409_600 * NS
 
 
-def rows(engine: Engine, device: str, ts_s: Sequence[float],
-         fields: Mapping[str, Sequence[float]], ok: Sequence[bool] | None = None) -> Batch:
+def rows(
+    engine: Engine,
+    device: str,
+    ts_s: Sequence[float],
+    fields: Mapping[str, Sequence[float]],
+    ok: Sequence[bool] | None = None,
+) -> Batch:
     """A batch of one device: `fields[name][i]` at `T0 + ts_s[i]` seconds."""
     n = len(ts_s)
     return Batch(

@@ -43,17 +43,25 @@ class Site:
                 cuts[dev_id] = hi
                 if hi > lo:
                     idx = np.full(hi - lo, engine.index(dev_id), dtype=np.int32)
-                    parts.append(Batch(idx, ts[lo:hi], ok[lo:hi],
-                                       {k: v[lo:hi] for k, v in fields.items()}))
+                    parts.append(
+                        Batch(idx, ts[lo:hi], ok[lo:hi], {k: v[lo:hi] for k, v in fields.items()})
+                    )
             if parts:
                 yield Batch.concat(parts)
             t += step
 
 
-def fuel_station(*, days: float = 3, seed: int = 0, errors: Sequence[float] = (0, 0, 0, 0),
-                 leak_lph: float = 0.0, gauge_noise_l: float = 0.5,
-                 nozzle_class_mpe: float = 0.5, frac: float = 1.0,
-                 chip: tuple[int, float, float] | None = None) -> Site:
+def fuel_station(
+    *,
+    days: float = 3,
+    seed: int = 0,
+    errors: Sequence[float] = (0, 0, 0, 0),
+    leak_lph: float = 0.0,
+    gauge_noise_l: float = 0.5,
+    nozzle_class_mpe: float = 0.5,
+    frac: float = 1.0,
+    chip: tuple[int, float, float] | None = None,
+) -> Site:
     """Tank T1 with nozzles N1..NJ; `errors[j]` is nozzle j's relative error.
 
     `chip=(j, extra, share)` adds `extra` on a random `share` of nozzle j's
@@ -81,34 +89,50 @@ def fuel_station(*, days: float = 3, seed: int = 0, errors: Sequence[float] = (0
         cnt = 5000 + np.cumsum(start)
         last_vol = _ffill(np.where(start, shown, np.nan), 0.0)
         amount = np.round(last_vol * price, 2)
-        streams[f"N{j + 1}"] = (t_min, {
-            "totalizer_volume_l": tot,
-            "transaction_counter": cnt.astype(float),
-            "transaction_volume_l": last_vol,
-            "transaction_amount": amount,
-            "unit_price": np.full(minutes, price),
-            "state": np.zeros(minutes),
-            "calibration_k_factor": np.full(minutes, 100.0),
-        }, np.ones(minutes, dtype=bool))
+        streams[f"N{j + 1}"] = (
+            t_min,
+            {
+                "totalizer_volume_l": tot,
+                "transaction_counter": cnt.astype(float),
+                "transaction_volume_l": last_vol,
+                "transaction_amount": amount,
+                "unit_price": np.full(minutes, price),
+                "state": np.zeros(minutes),
+                "calibration_k_factor": np.full(minutes, 100.0),
+            },
+            np.ones(minutes, dtype=bool),
+        )
     # tank: deliveries of 20 000 L every 2 days at 03:00
     deliveries = np.zeros(minutes)
     deliveries[(np.arange(minutes) % (2 * 1440)) == 180] = 20000.0
     hours_elapsed = np.arange(1, minutes + 1) / 60.0
     stock = 25000.0 + np.cumsum(deliveries) - np.cumsum(true_total) - leak_lph * hours_elapsed
     every = np.arange(4, minutes, 5)  # tank gauge every 5 minutes
-    streams["T1"] = (t_min[every], {
-        "net_volume_l": stock[every] + rng.normal(0, gauge_noise_l, len(every)),
-        "deliveries_net_l": np.cumsum(deliveries)[every],
-        "temperature_c": 15 + rng.normal(0, 0.05, len(every)),
-    }, np.ones(len(every), dtype=bool))
+    streams["T1"] = (
+        t_min[every],
+        {
+            "net_volume_l": stock[every] + rng.normal(0, gauge_noise_l, len(every)),
+            "deliveries_net_l": np.cumsum(deliveries)[every],
+            "temperature_c": 15 + rng.normal(0, 0.05, len(every)),
+        },
+        np.ones(len(every), dtype=bool),
+    )
     devices = [DeviceModel("T1", "tank_gauge", 0.5)] + [
-        DeviceModel(f"N{j + 1}", "dispenser_nozzle", nozzle_class_mpe, frac) for j in range(j_n)]
+        DeviceModel(f"N{j + 1}", "dispenser_nozzle", nozzle_class_mpe, frac) for j in range(j_n)
+    ]
     groups = [GroupModel("tank1", "tank", "T1", tuple(f"N{j + 1}" for j in range(j_n)))]
     return Site(devices, groups, streams)
 
 
-def feeder(*, days: float = 3, seed: int = 0, errors: Sequence[float] = (0, 0, 0, 0),
-           step_s: float = 300.0, tech_loss: float = 0.03, slow_from_h: float = 0.0) -> Site:
+def feeder(
+    *,
+    days: float = 3,
+    seed: int = 0,
+    errors: Sequence[float] = (0, 0, 0, 0),
+    step_s: float = 300.0,
+    tech_loss: float = 0.03,
+    slow_from_h: float = 0.0,
+) -> Site:
     """Feeder F with customers C1..CJ; `errors[j]` slows C_j's register (from `slow_from_h`)."""
     rng = np.random.default_rng(seed)
     n = int(days * 86400 / step_s)
@@ -126,23 +150,39 @@ def feeder(*, days: float = 3, seed: int = 0, errors: Sequence[float] = (0, 0, 0
         reg = np.cumsum(p * factor) * step_s / 3600 / 1000
         del e_true
         v = 230 + rng.normal(0, 1.5, n)
-        streams[f"C{j + 1}"] = (t, {
-            "energy_import_kwh": np.floor((1000 + reg) * 100) / 100,
-            "energy_export_kwh": np.zeros(n),
-            "power_total_w": p,
-            "voltage_l1_v": v,
-            "current_l1_a": p / v,
-            "device_clock_s": t / NS + rng.normal(0, 1, n),
-        }, np.ones(n, dtype=bool))
+        streams[f"C{j + 1}"] = (
+            t,
+            {
+                "energy_import_kwh": np.floor((1000 + reg) * 100) / 100,
+                "energy_export_kwh": np.zeros(n),
+                "power_total_w": p,
+                "voltage_l1_v": v,
+                "current_l1_a": p / v,
+                "device_clock_s": t / NS + rng.normal(0, 1, n),
+            },
+            np.ones(n, dtype=bool),
+        )
     pf = total_true * (1 + tech_loss)
-    streams["F"] = (t, {
-        "energy_import_kwh": 50000 + np.cumsum(pf) * step_s / 3600 / 1000,
-        "power_total_w": pf,
-    }, np.ones(n, dtype=bool))
+    streams["F"] = (
+        t,
+        {
+            "energy_import_kwh": 50000 + np.cumsum(pf) * step_s / 3600 / 1000,
+            "power_total_w": pf,
+        },
+        np.ones(n, dtype=bool),
+    )
     devices = [DeviceModel("F", "electricity", 0.5)] + [
-        DeviceModel(f"C{j + 1}", "electricity", 1.0) for j in range(len(errors))]
-    groups = [GroupModel("feeder1", "feeder", "F", tuple(f"C{j + 1}" for j in range(len(errors))),
-                         technical_loss_pct=tech_loss * 100)]
+        DeviceModel(f"C{j + 1}", "electricity", 1.0) for j in range(len(errors))
+    ]
+    groups = [
+        GroupModel(
+            "feeder1",
+            "feeder",
+            "F",
+            tuple(f"C{j + 1}" for j in range(len(errors))),
+            technical_loss_pct=tech_loss * 100,
+        )
+    ]
     return Site(devices, groups, streams)
 
 

@@ -7,8 +7,12 @@ from anomaly.engine import DeviceModel, Engine
 
 def test_unequal_columns_name_the_column():
     with pytest.raises(BatchError, match="field 'power_total_w'"):
-        Batch(np.zeros(2, np.int32), np.zeros(2, np.int64), np.ones(2, bool),
-              {"power_total_w": np.zeros(3)})
+        Batch(
+            np.zeros(2, np.int32),
+            np.zeros(2, np.int64),
+            np.ones(2, bool),
+            {"power_total_w": np.zeros(3)},
+        )
 
 
 def test_out_of_range_device_index_is_rejected_by_the_engine():

@@ -29,7 +29,7 @@ def test_level_adapts():
     sc = SeasonalScorer(1)
     x = np.r_[daily(24 * 14, rng), daily(24 * 21, rng, level=3.0)]
     scores, _ = sc.update(np.zeros(len(x), np.intp), T0 + np.arange(len(x)) * H, x)
-    assert np.mean(scores[24 * 14: 24 * 15]) > np.mean(scores[-48:])
+    assert np.mean(scores[24 * 14 : 24 * 15]) > np.mean(scores[-48:])
 
 
 def test_drop_against_own_history_and_peers():

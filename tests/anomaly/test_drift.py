@@ -17,8 +17,7 @@ def test_no_alarm_on_noise_and_alarm_after_a_step():
     tr = DriftTracker(1)
     thr = np.array([0.01])
     feed(tr, rng.normal(0, 0.004, 500))
-    assert tr.findings(np.array([0]), ["m"], thr, detector="drift.x", what="w",
-                       period_ns=H) == []
+    assert tr.findings(np.array([0]), ["m"], thr, detector="drift.x", what="w", period_ns=H) == []
     feed(tr, 0.012 + rng.normal(0, 0.004, 48), start=500)
     found = tr.findings(np.array([0]), ["m"], thr, detector="drift.x", what="w", period_ns=H)
     assert len(found) == 1
@@ -27,8 +26,7 @@ def test_no_alarm_on_noise_and_alarm_after_a_step():
     assert f.ci_low < f.estimate < f.ci_high
     # nothing new while the condition and its estimate stay put
     feed(tr, 0.012 + rng.normal(0, 0.004, 3), start=548)
-    assert tr.findings(np.array([0]), ["m"], thr, detector="drift.x", what="w",
-                       period_ns=H) == []
+    assert tr.findings(np.array([0]), ["m"], thr, detector="drift.x", what="w", period_ns=H) == []
 
 
 def test_estimate_trend_and_projected_crossing():

@@ -48,8 +48,14 @@ def test_bad_state_and_bad_config_are_clear_errors():
     with pytest.raises(EngineConfigError, match="duplicate device ids: a"):
         Engine([DeviceModel("a", "gas", 1.5), DeviceModel("a", "gas", 1.5)])
     with pytest.raises(EngineConfigError, match="check group has exactly one member"):
-        Engine([DeviceModel("a", "gas", 1.5), DeviceModel("b", "gas", 1.5),
-                DeviceModel("c", "gas", 1.5)], [GroupModel("g", "check", "a", ("b", "c"))])
+        Engine(
+            [
+                DeviceModel("a", "gas", 1.5),
+                DeviceModel("b", "gas", 1.5),
+                DeviceModel("c", "gas", 1.5),
+            ],
+            [GroupModel("g", "check", "a", ("b", "c"))],
+        )
 
 
 def test_memory_per_device_is_bounded():

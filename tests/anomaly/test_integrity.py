@@ -17,8 +17,9 @@ def test_rollback_is_found_on_the_first_reading_that_shows_it():
 
 def test_rollover_at_register_width_is_not_a_rollback():
     eng = one("electricity")
-    found = eng.process(rows(eng, "d1", [0, 300, 600],
-                             {"energy_import_kwh": [99_999.5, 99_999.9, 0.3]}))
+    found = eng.process(
+        rows(eng, "d1", [0, 300, 600], {"energy_import_kwh": [99_999.5, 99_999.9, 0.3]})
+    )
     assert found == []
     assert rollover_width(np.array([65535.0]), np.array([2.0]))[0] == 65536.0
     assert np.isnan(rollover_width(np.array([60000.0]), np.array([2.0]))[0])
@@ -31,11 +32,17 @@ def test_first_reading_of_a_device_raises_no_counter_event():
 
 def test_tamper_and_parameter_events_and_their_rate_limit():
     eng = one("dispenser_nozzle", 0.5)
-    eng.process(rows(eng, "d1", [0], {"parameter_change_counter": [2],
-                                      "calibration_k_factor": [100.0]}))
-    found = eng.process(rows(eng, "d1", [60, 120, 180],
-                             {"parameter_change_counter": [3, 4, 4],
-                              "calibration_k_factor": [100.0, 100.5, 100.5]}))
+    eng.process(
+        rows(eng, "d1", [0], {"parameter_change_counter": [2], "calibration_k_factor": [100.0]})
+    )
+    found = eng.process(
+        rows(
+            eng,
+            "d1",
+            [60, 120, 180],
+            {"parameter_change_counter": [3, 4, 4], "calibration_k_factor": [100.0, 100.5, 100.5]},
+        )
+    )
     # one finding per cause, the counter's carries both increments
     assert sorted(detectors(found)) == ["integrity.parameter_change"] * 2
     counter = next(f for f in found if "audit" in f.explanation)
@@ -46,7 +53,8 @@ def test_reverse_energy_only_for_import_only_customers():
     fields = {"energy_export_kwh": [5.0, 5.0, 5.2]}
     eng = one("electricity")
     assert detectors(eng.process(rows(eng, "d1", [0, 300, 600], fields))) == [
-        "integrity.reverse_energy"]
+        "integrity.reverse_energy"
+    ]
     prosumer = one("electricity", export_expected=True)
     assert prosumer.process(rows(prosumer, "d1", [0, 300, 600], fields)) == []
 
@@ -54,8 +62,14 @@ def test_reverse_energy_only_for_import_only_customers():
 def test_voltage_loss_is_reported_once_while_it_lasts_and_again_after_recovery():
     eng = one("electricity")
     u = [230, 230, 40, 40, 40, 231, 40]
-    fields = {"voltage_l1_v": u, "voltage_l2_v": [230] * 7, "voltage_l3_v": [230] * 7,
-              "current_l1_a": [5] * 7, "current_l2_a": [5] * 7, "current_l3_a": [5] * 7}
+    fields = {
+        "voltage_l1_v": u,
+        "voltage_l2_v": [230] * 7,
+        "voltage_l3_v": [230] * 7,
+        "current_l1_a": [5] * 7,
+        "current_l2_a": [5] * 7,
+        "current_l3_a": [5] * 7,
+    }
     found = eng.process(rows(eng, "d1", [0, 60, 120, 180, 240, 300, 360], fields))
     assert detectors(found) == ["integrity.voltage_loss"] * 2
     assert "L1" in found[0].explanation
@@ -74,8 +88,9 @@ def test_reverse_power_low_power_factor_and_continuous_flow():
     assert detectors(found) == ["integrity.reverse_energy"]
     eng = one("electricity")
     t = list(range(0, 2 * 3600 + 1, 600))
-    found = eng.process(rows(eng, "d1", t, {"power_total_w": [800] * len(t),
-                                            "power_factor": [0.2] * len(t)}))
+    found = eng.process(
+        rows(eng, "d1", t, {"power_total_w": [800] * len(t), "power_factor": [0.2] * len(t)})
+    )
     assert detectors(found) == ["integrity.low_power_factor"]
     assert found[0].window_end_ns - found[0].window_start_ns >= 3600 * 10**9
     eng = one("water", 2.0)

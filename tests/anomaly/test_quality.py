@@ -13,7 +13,7 @@ def test_silence_raises_one_gap_while_other_devices_report():
     later = np.arange(20, 60) * 900.0
     found = []
     for k in range(0, 40, 4):  # only b keeps reporting
-        found += eng.process(rows(eng, "b", later[k:k + 4], {"flow_m3h": np.ones(4)}))
+        found += eng.process(rows(eng, "b", later[k : k + 4], {"flow_m3h": np.ones(4)}))
     gaps = [f for f in found if f.detector == "data_quality.gap"]
     assert len(gaps) == 1 and gaps[0].devices == ("a",)
     assert gaps[0].score >= 10 * 900
@@ -37,4 +37,3 @@ def test_clock_skew_reports_start_and_material_change_only():
     skews = [f for f in found if f.detector == "data_quality.clock_skew"]
     assert [round(f.estimate) for f in skews] == [400, 800]
     assert all(f.window_end_ns > 0 for f in skews)
-

@@ -6,8 +6,9 @@ from .synth import feeder, fuel_station, run
 
 
 def _nozzle(found, dev):
-    return [f for f in found if f.detector == "reconciliation.tank_nozzle_error"
-            and f.devices[0] == dev]
+    return [
+        f for f in found if f.detector == "reconciliation.tank_nozzle_error" and f.devices[0] == dev
+    ]
 
 
 def test_honest_station_raises_nothing():
@@ -62,8 +63,10 @@ def test_check_meter_finds_the_meter_that_drifts_from_its_reference():
     from anomaly.engine import DeviceModel, Engine, GroupModel
 
     rng = np.random.default_rng(8)
-    eng = Engine([DeviceModel("ref", "water", 1.0), DeviceModel("m", "water", 2.0)],
-                 [GroupModel("chk", "check", "ref", ("m",))])
+    eng = Engine(
+        [DeviceModel("ref", "water", 1.0), DeviceModel("m", "water", 2.0)],
+        [GroupModel("chk", "check", "ref", ("m",))],
+    )
     t = np.arange(1, 6 * 96 + 1) * 900.0
     flow = rng.uniform(0.5, 2.0, len(t)) * 0.25  # m3 per 15 min
     true = np.cumsum(flow)
@@ -74,8 +77,14 @@ def test_check_meter_finds_the_meter_that_drifts_from_its_reference():
         n = len(t[sl])
         ts = (1_772_409_600 * 10**9 + t[sl] * 10**9).astype(np.int64)
         for dev, vol in (("ref", true), ("m", np.cumsum(flow * (1 + error)))):
-            found += eng.process(Batch(np.full(n, eng.index(dev), np.int32), ts,
-                                       np.ones(n, bool), {"volume_forward_m3": vol[sl]}))
+            found += eng.process(
+                Batch(
+                    np.full(n, eng.index(dev), np.int32),
+                    ts,
+                    np.ones(n, bool),
+                    {"volume_forward_m3": vol[sl]},
+                )
+            )
     hits = [f for f in found if f.detector == "reconciliation.check_meter"]
     assert hits and hits[0].devices == ("m", "ref")
     assert hits[0].estimate > 0
