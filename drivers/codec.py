@@ -287,6 +287,15 @@ def _raw_reader(code: str, order: Order, size: int) -> RawReader:
 
         return direct
     unpack = _struct(code, False).unpack
+    if order is Order.CDAB and size == 4:  # the common word swap: one concatenation
+
+        def word_swapped(buf: bytes | memoryview, off: int) -> int | float:
+            data = bytes(buf[off + 2 : off + 4]) + bytes(buf[off : off + 2])
+            if len(data) != 4:
+                raise DecodeError(f"need 2 register(s), got {len(data) / 2:g}")
+            return unpack(data)[0]  # type: ignore[no-any-return]
+
+        return word_swapped
 
     def swapped(buf: bytes | memoryview, off: int) -> int | float:
         data = bytes(buf[off : off + size])
