@@ -120,7 +120,7 @@ CASES: tuple[Case, ...] = (
     Case("CT bypass", "ct_bypass", 10, "—"),
     Case("magnet: water consumption drop", "magnet_consumption_drop", 14, "—"),
     Case("stuck water register", "stuck_register", 14, "—"),
-    Case("gas temperature drift", "gas_wrong_temperature", 20, "—"),
+    Case("gas converted at a wrong temperature", "gas_wrong_temperature", 20, "—"),
     Case("communication loss", "comm_loss", 6, "—"),
     Case("clock skew", "clock_skew", 5, "—"),
 )
