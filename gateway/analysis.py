@@ -44,6 +44,7 @@ def engine_from_settings(settings: Settings) -> Engine:
             kind=d.kind.value,
             mpe_pct=d.effective_mpe_pct,
             threshold_mpe_fraction=d.threshold_mpe_fraction,
+            export_expected=d.export_expected,
         )
         for d in settings.devices
         if d.enabled

@@ -229,6 +229,9 @@ class DeviceSettings(_Strict):
     threshold_mpe_fraction: float = Field(
         1.0, gt=0, le=10, description="alert when the estimated error exceeds this x MPE"
     )
+    export_expected: bool = Field(
+        False, description="a prosumer meter: its export register may rise (no reverse alert)"
+    )
     site: Ident | None = Field(None, description="default: site.id")
     enabled: bool = True
 
