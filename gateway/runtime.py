@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -47,6 +48,7 @@ from drivers.profiles import Profile, load_profile
 from drivers.reading import Reading
 from drivers.status import BusStatus
 from drivers.status import DeviceState as DriverState
+from drivers.status import DeviceStatus as DriverDeviceStatus
 from gateway.alerts import AlertStore, FindingIntake
 from gateway.analysis import AnalysisStage, engine_from_settings
 from gateway.api.status import DeviceState, DeviceStatus
@@ -152,17 +154,47 @@ _STATE = {
 
 
 class StatusBoard:
-    """The runtime's live device status (the API's `StatusProvider`)."""
+    """The runtime's live device status (the API's `StatusProvider`).
 
-    def __init__(self, settings: Settings) -> None:
+    Modbus devices are polled, so the drivers know when one is down. An MQTT
+    device is only heard from, so silence is judged here: with no good
+    message for three of its expected publish periods (`poll_interval_s`, at
+    least 30 s) it counts as down, and the transition is logged once each way.
+    """
+
+    def __init__(self, settings: Settings, *, silent_min_s: float = 30.0) -> None:
         self._settings = settings
         self.buses: dict[str, BusStatus] = {b.id: BusStatus() for b in settings.buses}
         self._last: dict[str, Reading] = {}
+        self._started_ns = time.time_ns()
+        self._silent_after_ns = {
+            d.id: int(max(3 * d.poll_interval_s, silent_min_s) * 1e9)
+            for d in settings.devices
+            if isinstance(settings.bus(d.bus), MqttBus)
+        }
+        self._silent: set[str] = set()
 
     def observe(self, reading: Reading) -> None:
         self._last[reading.device_id] = reading
 
+    def _state(self, device_id: str, st: DriverDeviceStatus | None, now_ns: int) -> DeviceState:
+        state = _STATE[st.state] if st is not None else DeviceState.UNKNOWN
+        limit = self._silent_after_ns.get(device_id)
+        if limit is None:
+            return state
+        heard_ns = st.last_ok_ns if st is not None and st.last_ok_ns else self._started_ns
+        silent = now_ns - heard_ns > limit
+        if silent != (device_id in self._silent):
+            if silent:
+                self._silent.add(device_id)
+                log.warning("device silent", extra={"device": device_id, "silent_s": limit / 1e9})
+            else:
+                self._silent.discard(device_id)
+                log.info("device heard again", extra={"device": device_id})
+        return DeviceState.DOWN if silent else state
+
     def devices(self) -> list[DeviceStatus]:
+        now = time.time_ns()
         out: list[DeviceStatus] = []
         for dev in self._settings.devices:
             if not dev.enabled:
@@ -175,7 +207,7 @@ class StatusBoard:
                     kind=dev.kind,
                     site=self._settings.device_site(dev),
                     profile=dev.profile,
-                    state=_STATE[st.state] if st is not None else DeviceState.UNKNOWN,
+                    state=self._state(dev.id, st, now),
                     last_ok_ns=st.last_ok_ns if st is not None else None,
                     last_quality=last.quality if last is not None else None,
                     seq=last.seq if last is not None else 0,
