@@ -209,7 +209,37 @@ class InfluxQLReader:
         )
 
 
-class InfluxV1Store:
+class InfluxQLQueries:
+    """The read side both InfluxDB stores share: InfluxQL over `/query` via `reader`."""
+
+    reader: InfluxQLReader
+
+    async def query(
+        self,
+        device_id: str,
+        *,
+        fields: Sequence[str] | None = None,
+        start_ns: int,
+        end_ns: int,
+        every_s: float | None = None,
+        agg: Agg | str = Agg.MEAN,
+        limit: int | None = None,
+    ) -> QueryResult:
+        return await self.reader.query(
+            device_id,
+            fields=fields,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            every_s=every_s,
+            agg=agg,
+            limit=limit,
+        )
+
+    async def latest(self, device_id: str) -> Reading | None:
+        return await self.reader.latest(device_id)
+
+
+class InfluxV1Store(InfluxQLQueries):
     """`ReadingStore` on the InfluxDB v1 HTTP API."""
 
     name = "influxdb_v1"
@@ -309,30 +339,6 @@ class InfluxV1Store:
                 raise SinkUnavailable(message, backend=self.name, status=status)
             raise SinkRejected(message, backend=self.name, status=status)
         raise StorageError("unreachable", backend=self.name)  # pragma: no cover
-
-    async def query(
-        self,
-        device_id: str,
-        *,
-        fields: Sequence[str] | None = None,
-        start_ns: int,
-        end_ns: int,
-        every_s: float | None = None,
-        agg: Agg | str = Agg.MEAN,
-        limit: int | None = None,
-    ) -> QueryResult:
-        return await self.reader.query(
-            device_id,
-            fields=fields,
-            start_ns=start_ns,
-            end_ns=end_ns,
-            every_s=every_s,
-            agg=agg,
-            limit=limit,
-        )
-
-    async def latest(self, device_id: str) -> Reading | None:
-        return await self.reader.latest(device_id)
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -27,14 +27,18 @@ from influxdb_client.rest import ApiException
 
 from drivers.reading import Reading
 from gateway.storage.errors import SinkRejected, SinkUnavailable, gunzip_text
-from gateway.storage.influx_v1 import RETRYABLE_STATUS, InfluxQLReader, auth_headers
-from gateway.storage.query import Agg, QueryResult
+from gateway.storage.influx_v1 import (
+    RETRYABLE_STATUS,
+    InfluxQLQueries,
+    InfluxQLReader,
+    auth_headers,
+)
 from gateway.storage.schema import ReadingEncoder
 
 log = logging.getLogger(__name__)
 
 
-class InfluxV2Store:
+class InfluxV2Store(InfluxQLQueries):
     """`ReadingStore` on InfluxDB 2.x (writes via influxdb-client, reads via InfluxQL)."""
 
     name = "influxdb_v2"
@@ -100,30 +104,6 @@ class InfluxV2Store:
     async def write_gzip(self, body: bytes, *, points: int) -> None:
         text = gunzip_text(body, backend=self.name)
         await asyncio.get_running_loop().run_in_executor(self._executor, self._write_sync, text)
-
-    async def query(
-        self,
-        device_id: str,
-        *,
-        fields: Sequence[str] | None = None,
-        start_ns: int,
-        end_ns: int,
-        every_s: float | None = None,
-        agg: Agg | str = Agg.MEAN,
-        limit: int | None = None,
-    ) -> QueryResult:
-        return await self.reader.query(
-            device_id,
-            fields=fields,
-            start_ns=start_ns,
-            end_ns=end_ns,
-            every_s=every_s,
-            agg=agg,
-            limit=limit,
-        )
-
-    async def latest(self, device_id: str) -> Reading | None:
-        return await self.reader.latest(device_id)
 
     async def close(self) -> None:
         await self._http.aclose()
