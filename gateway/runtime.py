@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -67,6 +68,10 @@ from gateway.storage import Storage, open_storage
 log = logging.getLogger("meterwatch.runtime")
 
 STATE_FILE = "anomaly_state.bin"
+
+
+class StartupError(RuntimeError):
+    """The gateway cannot start; the message names the setting and the cause."""
 
 
 # --- config -> driver specs ------------------------------------------------------------
@@ -270,7 +275,7 @@ class Gateway:
         try:
             await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
         except OSError as exc:
-            raise RuntimeError(f"storage.data_dir {data_dir}: {exc.strerror or exc}") from None
+            raise StartupError(f"storage.data_dir {data_dir}: {exc.strerror or exc}") from None
 
         profiles, problems = load_profiles(settings)
         for problem in problems:
@@ -310,6 +315,15 @@ class Gateway:
             pipeline.submit(reading)
 
         api_server = self._api_server(alerts, storage, status) if settings.api.enabled else None
+        # Bound here, not by uvicorn: a taken port is then a start-up error that
+        # names the address, not a SystemExit inside a task.
+        try:
+            api_socket = _listen(settings.api.host, settings.api.port) if api_server else None
+        except StartupError:
+            await storage.close(drain_timeout_s=0)
+            delivery.close()
+            alerts.close()
+            raise
         self.parts = Parts(storage, alerts, analysis, pipeline, status, api_server)
         try:
             async with asyncio.TaskGroup() as tg:
@@ -323,7 +337,7 @@ class Gateway:
                 pipe_task = tg.create_task(pipeline.run(), name="pipeline")
                 bus_tasks = self._start_buses(tg, profiles, sink, status)
                 api_task = (
-                    tg.create_task(self._serve_api(api_server), name="api")
+                    tg.create_task(self._serve_api(api_server, api_socket), name="api")
                     if api_server is not None
                     else None
                 )
@@ -349,6 +363,8 @@ class Gateway:
                     api_server.should_exit = True
                     await api_task
         finally:
+            if api_socket is not None:
+                api_socket.close()
             await storage.close(drain_timeout_s=self.drain_timeout_s)
             delivery.close()
             alerts.close()
@@ -429,20 +445,23 @@ class Gateway:
         )
         return _ApiServer(config)
 
-    async def _serve_api(self, server: uvicorn.Server) -> None:
-        serve = asyncio.ensure_future(server.serve())
-        while not server.started:
-            if serve.done():
-                await serve  # raises the startup error
-                raise RuntimeError(
-                    f"the API could not listen on {self.settings.api.host}:{self.settings.api.port}"
-                )
+    async def _serve_api(self, server: uvicorn.Server, sock: socket.socket | None) -> None:
+        assert sock is not None
+        self.api_port = int(sock.getsockname()[1])
+        serve = asyncio.ensure_future(server.serve(sockets=[sock]))
+        while not server.started and not serve.done():  # noqa: ASYNC110 - uvicorn has only a flag
             await asyncio.sleep(0.02)
-        sockets = [s for srv in server.servers for s in srv.sockets]
-        if sockets:
-            self.api_port = int(sockets[0].getsockname()[1])
         self.ready.set()
         await serve
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket for the API; a clear error when the address is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=128)
+    except OSError as exc:
+        raise StartupError(f"api: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 class _ApiServer(uvicorn.Server):

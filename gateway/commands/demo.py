@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 from pathlib import Path
 
 from gateway.logs import setup_logging
@@ -46,8 +47,13 @@ def main(args: argparse.Namespace) -> int:
         mqtt=not args.no_mqtt,
         status_line=not args.no_status,
     )
+    from gateway.runtime import StartupError
+
     try:
         asyncio.run(run_demo(options))
+    except StartupError as exc:
+        print(f"demo: {exc} (choose another with --port)", file=sys.stderr)
+        return 1
     except Exception:
         logging.getLogger("meterwatch").exception("the demo stopped on an error")
         return 1

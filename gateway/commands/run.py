@@ -29,11 +29,14 @@ def main(args: argparse.Namespace) -> int:
         level=args.log_level or settings.logging.level,
         json_format=args.json_logs or settings.logging.json_format,
     )
-    from gateway.runtime import Gateway, run_until_signalled
+    from gateway.runtime import Gateway, StartupError, run_until_signalled
 
     gateway = Gateway(settings)
     try:
         asyncio.run(run_until_signalled(gateway))
+    except StartupError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return 1
     except Exception:
         logging.getLogger("meterwatch").exception("the gateway stopped on an error")
         return 1

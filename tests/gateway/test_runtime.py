@@ -129,3 +129,17 @@ async def test_gateway_polls_stores_serves_and_drains(
     finally:
         gw2.stop()
         await asyncio.wait_for(runner2, 60)
+
+
+async def test_a_taken_api_port_is_a_clear_startup_error(tmp_path: Path) -> None:
+    import socket
+
+    from gateway.runtime import StartupError
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        settings = parse_config(
+            {"storage": {"data_dir": str(tmp_path / "d")}, "api": {"port": port}}
+        )
+        with pytest.raises(StartupError, match=f"api: cannot listen on 127.0.0.1:{port}"):
+            await asyncio.wait_for(Gateway(settings).run(), 30)
