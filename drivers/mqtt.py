@@ -18,13 +18,15 @@ messages on topics no device owns (ignored), a Tasmota LWT "Offline"
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiomqtt
 from paho.mqtt import client as mqtt_client
@@ -37,6 +39,9 @@ from drivers.modbus import backoff_s
 from drivers.payloads import decode_payload
 from drivers.reading import Quality, Reading
 from drivers.status import BusStatus, DeviceState, DeviceStatus
+
+if TYPE_CHECKING:
+    from drivers.bus import Durable
 
 log = logging.getLogger("meterwatch.drivers.mqtt")
 
@@ -105,8 +110,12 @@ def _handle(route: _Route, payload: bytes, sink: Callable[[Reading], None]) -> R
         st.last_error = f"malformed payload: {exc}"
         if not state.malformed_logged:
             state.malformed_logged = True
-            log.warning("%s: malformed payload on %s: %s (counted; logged once)",
-                        dev.id, route.template.replace("{topic}", dev.topic), exc)
+            log.warning(
+                "%s: malformed payload on %s: %s (counted; logged once)",
+                dev.id,
+                route.template.replace("{topic}", dev.topic),
+                exc,
+            )
         return None
     now = time.time_ns()
     if decoded.online is not None:
@@ -133,13 +142,41 @@ def _handle(route: _Route, payload: bytes, sink: Callable[[Reading], None]) -> R
     return reading
 
 
+@contextlib.asynccontextmanager
+async def _acknowledger(
+    client: aiomqtt.Client, durable: Durable | None
+) -> AsyncIterator[Callable[[int, int], None]]:
+    """`ack(mid, qos)`: acknowledge a message once what was sunk for it is durable."""
+    if durable is None:
+        yield lambda mid, qos: None  # paho acknowledged it on receipt
+        return
+    pending: asyncio.Queue[tuple[int, int, int]] = asyncio.Queue()
+
+    async def run() -> None:
+        while True:
+            position, mid, qos = await pending.get()
+            await durable.reached(position)
+            client._client.ack(mid, qos)
+
+    def ack(mid: int, qos: int) -> None:
+        if qos > 0:
+            pending.put_nowait((durable.position(), mid, qos))
+
+    task = asyncio.create_task(run(), name="mqtt-acks")
+    try:
+        yield ack
+    finally:
+        # Unacknowledged messages stay with the broker's session for the next connection.
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def _client(link: MqttLink, client_id: str) -> aiomqtt.Client:
     v5 = str(link.protocol) == MqttProtocolVersion.V5
     tls_context = None
     if link.tls:
-        tls_context = ssl.create_default_context(
-            cafile=str(link.ca_file) if link.ca_file else None
-        )
+        tls_context = ssl.create_default_context(cafile=str(link.ca_file) if link.ca_file else None)
     properties = None
     if v5:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -167,8 +204,15 @@ async def subscribe_bus(
     sink: Callable[[Reading], None],
     *,
     status: BusStatus,
+    durable: Durable | None = None,
 ) -> None:
-    """Subscribe to the devices' topics and emit a reading per good message, forever."""
+    """Subscribe to the devices' topics and emit a reading per good message, forever.
+
+    With `durable`, QoS >= 1 messages are acknowledged (PUBACK) in arrival order
+    once the readings sunk for them are durable, not on receipt: a crash in
+    between leaves them with the broker's persistent session, which delivers
+    them again (at least once, never lost).
+    """
     router = _Router(devices, status)
     topics = router.topics
     client_id = link.client_id or default_client_id(link, topics)
@@ -183,17 +227,23 @@ async def subscribe_bus(
         except Exception:
             if not sink_failed:
                 sink_failed = True
-                log.exception("%s: the reading sink raised; readings are being lost",
-                              link.describe())
+                log.exception(
+                    "%s: the reading sink raised; readings are being lost", link.describe()
+                )
 
     while True:
         try:
-            async with _client(link, client_id) as client:
+            client = _client(link, client_id)
+            if durable is not None:
+                # paho's switch; aiomqtt passes its messages through unacknowledged then.
+                client._client.manual_ack_set(True)
+            async with client, _acknowledger(client, durable) as ack:
                 status.connected = True
                 status.connects += 1
                 if failures:
-                    log.info("%s: connected again after %d failed attempt(s)",
-                             link.describe(), failures)
+                    log.info(
+                        "%s: connected again after %d failed attempt(s)", link.describe(), failures
+                    )
                 failures = 0
                 if topics:
                     await client.subscribe([(t, link.qos) for t in topics])
@@ -207,6 +257,7 @@ async def subscribe_bus(
                         data = str(payload).encode()
                     for route in router.routes(message.topic):
                         _handle(route, data, _safe_sink)
+                    ack(message.mid, message.qos)
         except aiomqtt.MqttError as exc:
             if status.connected:
                 status.disconnects += 1

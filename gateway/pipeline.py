@@ -67,6 +67,7 @@ class Pipeline:
         self._retry_max_s = retry_max_s
         self._queue: asyncio.Queue[Reading] = asyncio.Queue()
         self._closed = asyncio.Event()
+        self._persisted = asyncio.Condition()
         self.stats = PipelineStats()
         self._rate = _Rate()
 
@@ -76,6 +77,19 @@ class Pipeline:
         """Queue one reading. Never blocks; safe to call from driver callbacks."""
         self._queue.put_nowait(reading)
         self.stats.readings_in += 1
+
+    def position(self) -> int:
+        """A mark for 'every reading submitted so far' (see `reached`)."""
+        return self.stats.readings_in
+
+    async def reached(self, position: int) -> None:
+        """Return once every reading submitted before `position` is persisted.
+
+        Batches are persisted in submission order, so a count is enough. The MQTT
+        driver acknowledges a message to the broker only after this returns.
+        """
+        async with self._persisted:
+            await self._persisted.wait_for(lambda: self.stats.readings_persisted >= position)
 
     @property
     def queue_depth(self) -> int:
@@ -157,6 +171,8 @@ class Pipeline:
             if failing:
                 log.info("persisting readings again", extra={"batch": len(batch)})
             self.stats.readings_persisted += len(batch)
+            async with self._persisted:
+                self._persisted.notify_all()
             self.stats.batches += 1
             self.stats.last_batch_monotonic = time.monotonic()
             self._rate.add(len(batch))

@@ -335,7 +335,7 @@ class Gateway:
                 await self._replay_history(pipeline)
                 saver_task = tg.create_task(self._save_state_loop(analysis), name="anomaly-state")
                 pipe_task = tg.create_task(pipeline.run(), name="pipeline")
-                bus_tasks = self._start_buses(tg, profiles, sink, status)
+                bus_tasks = self._start_buses(tg, profiles, sink, status, pipeline)
                 api_task = (
                     tg.create_task(self._serve_api(api_server, api_socket), name="api")
                     if api_server is not None
@@ -389,6 +389,7 @@ class Gateway:
         profiles: dict[str, Profile],
         sink: Callable[[Reading], None],
         status: StatusBoard,
+        durable: Pipeline,
     ) -> list[asyncio.Task[None]]:
         settings = self.settings
         tasks: list[asyncio.Task[None]] = []
@@ -403,7 +404,13 @@ class Gateway:
             link = link_for(bus, site_id=settings.site.id)
             tasks.append(
                 tg.create_task(
-                    run_bus(link, devices, sink, status=status.buses[bus.id]),  # type: ignore[arg-type]
+                    run_bus(
+                        link,
+                        devices,  # type: ignore[arg-type]
+                        sink,
+                        status=status.buses[bus.id],
+                        durable=durable,
+                    ),
                     name=f"bus:{bus.id}",
                 )
             )
