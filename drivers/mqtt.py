@@ -5,7 +5,10 @@ templates with ``{topic}`` filled in) at QoS `link.qos` in a persistent
 session: a fixed client id (derived from the broker and the topics when the
 config gives none), ``clean_session=False`` on MQTT 3.1.1, ``clean_start=False``
 plus a session expiry on MQTT 5, so messages published while the gateway is
-away are delivered when it is back.
+away are delivered when it is back. Given a `Durable` (the gateway's
+pipeline), QoS >= 1 messages are acknowledged only once their readings are
+durable, so a crash between receipt and the outbox costs a redelivery, not
+a message.
 
 Failure modes handled: broker down or restarting (reconnect with capped,
 jittered backoff; outage and recovery logged once each), bad credentials or
