@@ -5,6 +5,7 @@ The gateway maps its config onto these; the drivers never see the config.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import KW_ONLY, dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -112,6 +113,17 @@ class MqttLink:
 class PolledDevice:
     """A Modbus device polled every `poll_interval_s`, aligned to the wall clock.
 
+    Polls fall due at ``k * poll_interval_s + phase`` seconds after the epoch:
+    a fixed grid per device that survives restarts. The phase is `phase_s`, or
+    when that is None, a stable offset derived from the device id (CRC-32 of
+    the id, spread uniformly over the interval), so a thousand devices on the
+    same interval do not all fall due in the same instant and their polls
+    (and the answers, on a shared gateway or line) are spread over the
+    interval. `poll_phase_s` is the phase in use. Set `phase_s=0.0` to poll on
+    the exact multiples of the interval. (The anomaly engine interpolates
+    counters at period boundaries, so devices need not be read in the same
+    instant.)
+
     `timeout_s` None = the link's; it should be below the interval (the config
     checks that), else a slow poll skips ticks. Retries happen only after a timeout or
     exception 06 (busy). After `down_after` consecutive failed polls the
@@ -132,6 +144,7 @@ class PolledDevice:
     down_after: int = 3
     backoff_cap_s: float = 60.0
     first_seq: int | None = None
+    phase_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.profile.protocol is not ProfileProtocol.MODBUS:
@@ -142,6 +155,15 @@ class PolledDevice:
             raise ValueError(f"{self.id}: unit_id must be 0..255")
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise ValueError(f"{self.id}: timeout_s must be > 0")
+        if self.phase_s is not None and not 0 <= self.phase_s < self.poll_interval_s:
+            raise ValueError(f"{self.id}: phase_s must be >= 0 and below poll_interval_s")
+
+    @property
+    def poll_phase_s(self) -> float:
+        """Seconds after each multiple of the interval at which this device's polls fall due."""
+        if self.phase_s is not None:
+            return self.phase_s
+        return zlib.crc32(self.id.encode()) / 2**32 * self.poll_interval_s
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,12 @@ Clients:
   answer to a timed-out request is never taken for the next one.
 
 Pollers (`poll_tcp_bus`, `poll_sequential_bus`):
-- polls are aligned to the wall clock (every multiple of the interval), a
-  poll that overruns skips ticks instead of queueing them;
+- polls are aligned to the wall clock: each device on its own fixed grid,
+  every multiple of the interval plus a stable per-device phase
+  (`PolledDevice.poll_phase_s`, by default spread over the interval by a hash
+  of the device id, so many devices do not all fall due in one instant and
+  burst the CPU and the line); a poll that overruns skips ticks instead of
+  queueing them;
 - each request has a timeout below the interval; retries only after a
   timeout or exception 06 (busy);
 - after `down_after` failed polls a device is probed with a capped,
@@ -525,9 +529,9 @@ class _Endpoint(Generic[C]):
 # --- one device -----------------------------------------------------------------------------
 
 
-def next_aligned_s(now_s: float, interval_s: float) -> float:
-    """The first multiple of `interval_s` (in epoch seconds) strictly after `now_s`."""
-    return (math.floor(now_s / interval_s) + 1) * interval_s
+def next_aligned_s(now_s: float, interval_s: float, phase_s: float = 0.0) -> float:
+    """The first ``k * interval_s + phase_s`` (in epoch seconds) strictly after `now_s`."""
+    return (math.floor((now_s - phase_s) / interval_s) + 1) * interval_s + phase_s
 
 
 class DevicePoller:
@@ -550,6 +554,7 @@ class DevicePoller:
             max_gap_registers=device.max_gap_registers,
         )
         self.seq = device.first_seq if device.first_seq is not None else time.time_ns() // 10**6
+        self.phase_s = device.poll_phase_s
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._backoffs = 0
         self._sink_failed = False
@@ -684,9 +689,9 @@ class DevicePoller:
 
     def next_due_s(self, now_s: float) -> float:
         """Next aligned poll time; after `down_after` failures, a jittered backoff first."""
-        interval = self.device.poll_interval_s
+        interval, phase = self.device.poll_interval_s, self.phase_s
         if self.status.consecutive_failures < self.device.down_after:
-            due = next_aligned_s(now_s, interval)
+            due = next_aligned_s(now_s, interval, phase)
         else:
             delay = backoff_s(
                 self._backoffs, base_s=interval,
@@ -694,9 +699,8 @@ class DevicePoller:
             )
             self._backoffs += 1
             self.status.state = DeviceState.BACKOFF
-            due = next_aligned_s(now_s + delay - interval, interval) if delay > interval else (
-                next_aligned_s(now_s, interval)
-            )
+            after_s = now_s + delay - interval if delay > interval else now_s
+            due = next_aligned_s(after_s, interval, phase)
         self.status.next_poll_ns = int(due * 1e9)
         return due
 
@@ -735,7 +739,7 @@ async def poll_tcp_bus(
     ]
 
     async def _run(poller: DevicePoller, endpoint: _Endpoint[TcpClient]) -> None:
-        due = next_aligned_s(time.time(), poller.device.poll_interval_s)
+        due = next_aligned_s(time.time(), poller.device.poll_interval_s, poller.phase_s)
         while True:
             poller.status.next_poll_ns = int(due * 1e9)
             await _sleep_until(due)
@@ -792,7 +796,10 @@ async def poll_sequential_bus(
     pollers = [_poller(d, status, link.timeout_s) for d in devices]
     now = time.time()
     # (due, index): due first, then configuration order for ties
-    heap = [(next_aligned_s(now, p.device.poll_interval_s), i) for i, p in enumerate(pollers)]
+    heap = [
+        (next_aligned_s(now, p.device.poll_interval_s, p.phase_s), i)
+        for i, p in enumerate(pollers)
+    ]
     heapq.heapify(heap)
     try:
         while heap:

@@ -121,7 +121,8 @@ async def test_reads_every_field_of_two_devices(
     ]
     async with serve(units) as link:
         status = await _run_for(link, devices, collector, 1.4)
-    for dev_id, expected in (("water-1", WATER_EXPECTED), ("sdm-2", SDM_VALUES)):
+    for device, expected in zip(devices, (WATER_EXPECTED, SDM_VALUES), strict=True):
+        dev_id = device.id
         readings = collector.of(dev_id)
         assert len(readings) >= 4, readings
         assert all(r.quality == Quality.OK for r in readings), [r.quality for r in readings]
@@ -132,8 +133,8 @@ async def test_reads_every_field_of_two_devices(
         # one sequence number per poll, no gaps
         seqs = [r.seq for r in readings]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-        # polls sit on the wall-clock grid of the interval
-        phases = [round((r.ts_ns / 1e9) % 0.25, 3) for r in readings]
+        # polls sit on the device's own wall-clock grid: the interval plus its phase
+        phases = [round((r.ts_ns / 1e9 - device.poll_phase_s) % 0.25, 3) for r in readings]
         assert max(phases) < 0.15, (dev_id, phases)
         assert status.devices[dev_id].state is DeviceState.UP
         assert status.devices[dev_id].last_ok_ns == last.ts_ns

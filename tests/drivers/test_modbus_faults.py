@@ -42,14 +42,14 @@ def _device(dev_id: str, unit: int, profile: Profile = WATER, **kw: float) -> Po
     return PolledDevice(dev_id, profile, unit, **opts)  # type: ignore[arg-type]
 
 
-def _assert_keeps_period(readings: list[Reading]) -> None:
+def _assert_keeps_period(readings: list[Reading], device: PolledDevice) -> None:
     assert all(r.quality == Quality.OK for r in readings), [r.quality for r in readings]
     ts = [r.ts_ns / 1e9 for r in readings]
     gaps = [b - a for a, b in itertools.pairwise(ts)]
     assert gaps, "not enough readings"
     assert max(abs(g - INTERVAL_S) for g in gaps) < PERIOD_TOLERANCE_S, gaps
-    # and each poll sits on the wall-clock grid
-    assert max((t % INTERVAL_S) for t in ts) < PERIOD_TOLERANCE_S
+    # and each poll sits on the device's own wall-clock grid (interval + its phase)
+    assert max((t - device.poll_phase_s) % INTERVAL_S for t in ts) < PERIOD_TOLERANCE_S
 
 
 @contextlib.asynccontextmanager
@@ -91,7 +91,7 @@ async def test_faulty_units_never_delay_the_healthy_one(collector: Collector) ->
             await asyncio.sleep(2.0)
     healthy = collector.of("healthy")
     assert len(healthy) >= 14
-    _assert_keeps_period(healthy)
+    _assert_keeps_period(healthy, devices[0])
 
     early = collector.readings[:during]
     qualities = {n: {r.quality for r in early if r.device_id == n} for n in names.values()}
@@ -121,8 +121,9 @@ async def test_dropped_connection_reconnects_and_other_links_keep_polling(
     async with FaultPeer({1: Unit(IMAGE)}) as good, FaultPeer({1: Unit(IMAGE)}) as flaky:
         good_link = TcpLink("127.0.0.1", good.port, timeout_s=0.5)
         flaky_link = TcpLink("127.0.0.1", flaky.port, timeout_s=0.5)
+        steady = _device("steady", 1)
         async with (
-            _bus(good_link, [_device("steady", 1)], collector),
+            _bus(good_link, [steady], collector),
             _bus(flaky_link, [_device("dropper", 1)], collector) as flaky_status,
         ):
             await asyncio.sleep(0.6)
@@ -137,7 +138,7 @@ async def test_dropped_connection_reconnects_and_other_links_keep_polling(
     assert flaky_status.disconnects >= 1
     assert flaky_status.connects >= 2
     assert flaky.connections >= 2
-    _assert_keeps_period(collector.of("steady"))
+    _assert_keeps_period(collector.of("steady"), steady)
 
 
 async def test_dead_device_on_a_serial_line_is_backed_off(collector: Collector) -> None:
@@ -160,7 +161,7 @@ async def test_dead_device_on_a_serial_line_is_backed_off(collector: Collector) 
     healthy = collector.of("healthy")
     assert all(r.ok for r in healthy)
     # the healthy device may wait for one timeout of the dead one, never more
-    phases = [(r.ts_ns / 1e9) % INTERVAL_S for r in healthy]
+    phases = [(r.ts_ns / 1e9 - devices[0].poll_phase_s) % INTERVAL_S for r in healthy]
     assert max(phases) < 0.08 + PERIOD_TOLERANCE_S, phases
     assert statistics.median(phases) < 0.05
     dead = collector.of("dead")
@@ -219,3 +220,8 @@ def test_polls_align_to_the_wall_clock() -> None:
     assert next_aligned_s(100.0, 10.0) == 110.0
     assert next_aligned_s(109.999, 10.0) == 110.0
     assert next_aligned_s(1000.2, 0.25) == pytest.approx(1000.25)
+    # with a phase: the multiples of the interval shifted by it
+    assert next_aligned_s(100.0, 10.0, 3.5) == 103.5
+    assert next_aligned_s(103.5, 10.0, 3.5) == 113.5
+    assert next_aligned_s(102.0, 10.0, 9.0) == 109.0
+    assert next_aligned_s(1000.2, 0.25, 0.1) == pytest.approx(1000.35)
