@@ -12,10 +12,12 @@ Reported per case (median over `--repeats`):
 - fields per CPU-second -- the capacity of one core (target >= 50,000);
 - CPU s per 10,000 fields;
 - the test server's CPU use (share of one core), to tell its limits from ours;
-- p50/p99 deviation of poll times from the wall-clock schedule (the reading's
-  timestamp, taken when the response arrived, minus its 1 s boundary; target
-  p99 < 50 ms at 1,000 devices), and the start lag (request sent vs boundary),
-  which separates the gateway's scheduling from the server's response time.
+- p50/p99 deviation of poll times from each device's own schedule (the
+  reading's timestamp, taken when the last response arrived, minus the
+  device's due time: its 1 s boundary plus its phase,
+  `PolledDevice.poll_phase_s`; target p99 < 50 ms at 1,000 devices), and the
+  start lag (poll started vs due time), which separates the gateway's
+  scheduling from the server's response time.
 Also the codec alone (decode_from per field) for the ratio.
 
 Run: ``.venv/bin/python bench/bench_drivers.py [--seconds S] [--repeats R]``.
@@ -111,12 +113,15 @@ async def _poll_case(
     """`mode` ``device``: one link (connection) per device, as separate meters are;
     ``gateway``: links of up to 125 unit ids, requests pipelined (IN_FLIGHT at once)."""
     profile = bench_profile()
-    samples: list[tuple[int, int, float]] = []
+    samples: list[tuple[float, int, float]] = []
     status = BusStatus()  # shared by all buses: device ids are unique
+    phase_s: dict[str, float] = {}
 
     def sink(r: Reading) -> None:
         lag = status.devices[r.device_id].last_start_lag_s or 0.0
-        samples.append((r.ts_ns, len(r.fields) if r.ok else -1, lag))
+        # seconds past the device's own due time (its boundary plus its phase)
+        late_s = (r.ts_ns / 1e9 - phase_s[r.device_id]) % INTERVAL_S
+        samples.append((late_s, len(r.fields) if r.ok else -1, lag))
 
     def dev(i: int, unit: int) -> PolledDevice:
         return PolledDevice(f"d{i}", profile, unit, poll_interval_s=INTERVAL_S, timeout_s=0.8,
@@ -131,6 +136,7 @@ async def _poll_case(
             ids = range(start, min(n_devices, start + UNITS_PER_GATEWAY))
             link = TcpLink("127.0.0.1", port, timeout_s=0.8, max_in_flight=IN_FLIGHT)
             buses.append((link, [dev(i, i - start + 1) for i in ids]))
+    phase_s.update((d.id, d.poll_phase_s) for _, devs in buses for d in devs)
     tasks = [asyncio.create_task(run_bus(link, devs, sink, status=status)) for link, devs in buses]
     # warm up until (nearly) every device has answered once: 1,000 connects
     # on a busy box take a while; then start measuring mid-interval
@@ -151,7 +157,7 @@ async def _poll_case(
     await asyncio.gather(*tasks, return_exceptions=True)
     ok = [s for s in taken if s[1] >= 0]
     fields = sum(s[1] for s in ok)
-    dev_ms = sorted(((ts / 1e9) % INTERVAL_S) * 1000 for ts, _, _ in ok)
+    dev_ms = sorted(late_s * 1000 for late_s, _, _ in ok)
     lag_ms = sorted(lag * 1000 for _, _, lag in ok)
     cpu = cpu1 - cpu0
     return {
