@@ -201,6 +201,7 @@ class Engine:
         out += self.quality.process(frame)
         out += self.consistency.process(frame)
         per = self.snapshots.process(frame, self.quality.dt_s)
+        self._tank_levels(b)
         if len(per.dev):
             out += self.consistency.periods(per, self.period_ns)
             out += self._device_periods(per)
@@ -272,6 +273,41 @@ class Engine:
         lo = next_b if next_b >= 0 else hi
         lo = max(lo, hi - RING + 2)
         return lo, hi
+
+    def _tank_levels(self, b: Batch) -> None:
+        """Feed each tank group's level fit with the batch's gauge and nozzle readings."""
+        for g in self.balance:
+            if g.level is None:
+                continue
+
+            def rows(dev: int, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+                m = (b.device_idx == dev) & b.ok
+                # the first field is required. A gauge without a delivery register: its
+                # deliveries show as outlying steps, which start a new segment of the level
+                # fit; without gross volumes nozzle sales are taken as they are (ratio 1); a
+                # nozzle without a state field is idle when its totalizer stands still
+                nan = np.full(len(b), np.nan)
+                fill = {"deliveries_net_l": np.zeros(len(b)), "gross_volume_l": nan, "state": nan}
+                cols = [b.fields.get(n, fill.get(n)) for n in names]
+                if any(c is None for c in cols):
+                    return np.empty(0, np.int64), np.empty((0, len(names)))
+                vals = np.column_stack([np.asarray(c)[m] for c in cols if c is not None])
+                m_ts = b.ts_ns[m]
+                keep = np.isfinite(vals[:, 0])
+                if len(names) == 3:
+                    keep &= np.isfinite(vals[:, 2])
+                order = np.argsort(m_ts[keep], kind="stable")
+                return m_ts[keep][order], vals[keep][order]
+
+            t_ts, t_vals = rows(g.ref, ("net_volume_l", "gross_volume_l", "deliveries_net_l"))
+            nz = [rows(int(m), ("totalizer_volume_l", "state")) for m in g.members]
+            g.level.add_readings(
+                t_ts,
+                t_vals,
+                [n[0] for n in nz],
+                [n[1][:, 0] for n in nz],
+                [n[1][:, 1] for n in nz],
+            )
 
     def _groups(self) -> list[Finding]:
         out: list[Finding] = []

@@ -56,6 +56,7 @@ from anomaly._common import DAY_NS, Latch
 from anomaly.batch import FloatArray
 from anomaly.drift import DriftTracker
 from anomaly.finding import Finding, Severity
+from anomaly.tanklevel import TankLevelFit
 
 SCALES_PERIODS = (24.0, 168.0, 720.0)
 SCALE_NAMES = ("1 d", "7 d", "30 d")
@@ -65,6 +66,7 @@ LEAK_MDL_LPH = 0.76  # US EPA SIR: 0.2 gal/h
 LEAK_THRESHOLD_LPH = 0.38  # decision threshold: half the minimum detectable leak
 BASELINE_DAYS = 2.0
 WARMUP = 6  # periods that only calibrate a group's residual scale
+LEVEL_MIN_POINTS = 100  # idle gauge readings before a tank's level fit is reported
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,9 @@ class BalanceGroup:
         self.calib = np.zeros(WARMUP)  # first periods' |unaccounted| for the robust scale
         self.n_calib = np.zeros(1, dtype=np.int64)
         self._solved: dict[int, tuple[FloatArray, FloatArray, float]] = {}
+        # tanks: the level-form fit over idle gauge readings (anomaly.tanklevel), which
+        # estimates the nozzles' errors far more precisely than hourly differences
+        self.level = TankLevelFit(j) if type == "tank" else None
 
     @property
     def devices(self) -> npt.NDArray[np.intp]:
@@ -183,6 +188,8 @@ class BalanceGroup:
     def forget_cache(self) -> None:
         """Drop cached solutions (after the arrays were replaced by a restore)."""
         self._solved.clear()
+        if self.level is not None:
+            self.level.forget_cache()
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every state array (live references; configuration arrays excluded)."""
@@ -194,6 +201,8 @@ class BalanceGroup:
         out.update(self.member_latch.arrays("member_latch"))
         out.update(self.loss_latch.arrays("loss_latch"))
         out.update({f"tracker.{k}": v for k, v in self.tracker.arrays().items()})
+        if self.level is not None:
+            out.update({f"level.{k}": v for k, v in self.level.arrays().items()})
         return out
 
     # -- fitting ----------------------------------------------------------------------
@@ -590,10 +599,17 @@ class BalanceGroup:
         unacc = float(self.tracker.estimate(np.array([0]), np.array([1.0])).error[0] * 100)
         j = len(self.members)
         scales: dict[str, tuple[MemberEstimate, ...]] = {}
+        level = self.level
+        use_level = level is not None and level.n_points[0] >= LEVEL_MIN_POINTS
         for s, name in enumerate(SCALE_NAMES):
-            if self.w[s] < j + 2:
-                continue
-            beta, se_s, _ = self._solve(s)
+            if level is not None and use_level:
+                beta, se_s = level.estimate(s)
+                if not np.isfinite(se_s[:j]).all():
+                    continue
+            else:
+                if self.w[s] < j + 2:
+                    continue
+                beta, se_s, _ = self._solve(s)
             e = -beta[:j] / (1 + beta[:j])
             scales[name] = tuple(
                 MemberEstimate(
