@@ -5,12 +5,18 @@ The gateway maps its config onto these; the drivers never see the config.
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import KW_ONLY, dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from drivers.profiles import Profile, ProfileProtocol
+
+PHASE_STEP_S = 0.01
+"""Granularity of the default poll phases: coarse enough that the devices of a
+step share one wake-up (and, behind a gateway, one write), fine enough that a
+step's polls take a small part of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +122,8 @@ class PolledDevice:
     Polls fall due at ``k * poll_interval_s + phase`` seconds after the epoch:
     a fixed grid per device that survives restarts. The phase is `phase_s`, or
     when that is None, a stable offset derived from the device id (CRC-32 of
-    the id, spread uniformly over the interval), so a thousand devices on the
+    the id, spread uniformly over the interval in steps of `PHASE_STEP_S`;
+    devices sharing a step are woken together), so a thousand devices on the
     same interval do not all fall due in the same instant and their polls
     (and the answers, on a shared gateway or line) are spread over the
     interval. `poll_phase_s` is the phase in use. Set `phase_s=0.0` to poll on
@@ -163,7 +170,9 @@ class PolledDevice:
         """Seconds after each multiple of the interval at which this device's polls fall due."""
         if self.phase_s is not None:
             return self.phase_s
-        return zlib.crc32(self.id.encode()) / 2**32 * self.poll_interval_s
+        steps = max(1, math.floor(self.poll_interval_s / PHASE_STEP_S))
+        step = zlib.crc32(self.id.encode()) * steps >> 32
+        return step * self.poll_interval_s / steps
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ import math
 import random
 import struct
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
@@ -714,10 +715,43 @@ class DevicePoller:
                               self.device.id)
 
 
+_clock_offsets: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[float, float]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _loop_deadline(loop: asyncio.AbstractEventLoop, wall_s: float) -> float:
+    """`wall_s` on the loop's clock, via one wall-minus-loop offset per loop.
+
+    Sharing the offset gives pollers due at the same wall time the very same
+    timer deadline, so they wake in one loop iteration and their requests
+    share writes and wake-ups. It is refreshed every second, so a stepped
+    wall clock is followed within a second.
+    """
+    now = loop.time()
+    cached = _clock_offsets.get(loop)
+    if cached is None or now - cached[1] > 1.0:
+        cached = (time.time() - now, now)
+        _clock_offsets[loop] = cached
+    return wall_s - cached[0]
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 async def _sleep_until(wall_s: float) -> None:
-    delay = wall_s - time.time()
-    if delay > 0:
-        await asyncio.sleep(delay)
+    loop = asyncio.get_running_loop()
+    when = _loop_deadline(loop, wall_s)
+    if when <= loop.time():
+        return
+    fut: asyncio.Future[None] = loop.create_future()
+    handle = loop.call_at(when, _wake, fut)
+    try:
+        await fut
+    finally:
+        handle.cancel()
 
 
 # --- buses ----------------------------------------------------------------------------------

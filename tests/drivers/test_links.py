@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.links import MqttLink, PolledDevice, SubscribedDevice
+from drivers.links import PHASE_STEP_S, MqttLink, PolledDevice, SubscribedDevice
 from drivers.profiles import load_profile
 
 WATER = load_profile("water_meter")
@@ -40,6 +40,8 @@ def test_poll_phase_is_stable_per_device_and_spread_over_the_interval() -> None:
     # spread: every tenth of the interval holds some of the 1,000 devices, none most of them
     counts = [sum(1 for p in phases if k <= p < k + 1) for k in range(10)]
     assert min(counts) > 50 and max(counts) < 150, counts
+    # in steps of PHASE_STEP_S, so the devices of one step are woken together
+    assert all(abs(p / PHASE_STEP_S - round(p / PHASE_STEP_S)) < 1e-6 for p in phases)
     # an explicit phase wins; 0.0 polls on the exact multiples of the interval
     assert PolledDevice("m1", WATER, 1, poll_interval_s=10.0, phase_s=0.0).poll_phase_s == 0.0
     assert PolledDevice("m1", WATER, 1, poll_interval_s=10.0, phase_s=2.5).poll_phase_s == 2.5
