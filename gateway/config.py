@@ -221,6 +221,13 @@ class DeviceSettings(_Strict):
     topic: str | None = Field(None, description="MQTT topic (prefix) for this device")
     poll_interval_s: float = Field(10.0, gt=0, le=86400)
     timeout_s: float | None = Field(None, gt=0, le=60, description="default: the bus timeout")
+    poll_phase_s: float | None = Field(
+        None,
+        ge=0,
+        description="offset of the poll within each interval; default a stable spread "
+        "derived from the device id (so many devices do not fall due at once), 0 = on "
+        "the interval boundary",
+    )
     retries: int = Field(1, ge=0, le=5)
     max_block_registers: int = Field(125, ge=1, le=125)
     max_gap_registers: int = Field(16, ge=0, le=125)
@@ -579,6 +586,19 @@ def _semantic_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
                     (("devices", i, "unit_id"), "unit 0 is the RTU broadcast address; use 1-247")
                 )
             interval = dev.get("poll_interval_s", 10.0)
+            phase = dev.get("poll_phase_s")
+            if (
+                isinstance(phase, int | float)
+                and isinstance(interval, int | float)
+                and 0 < interval <= phase
+            ):
+                problems.append(
+                    (
+                        ("devices", i, "poll_phase_s"),
+                        f"the poll phase ({phase} s) must be "
+                        f"below the poll interval ({interval} s)",
+                    )
+                )
             timeout = dev.get(
                 "timeout_s", bus.get("timeout_s", 5.0 if transport == "mqtt" else 1.0)
             )

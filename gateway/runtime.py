@@ -129,6 +129,7 @@ def driver_device(
         retries=device.retries,
         max_block_registers=device.max_block_registers,
         max_gap_registers=device.max_gap_registers,
+        phase_s=device.poll_phase_s,
     )
 
 

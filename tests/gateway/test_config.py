@@ -189,3 +189,11 @@ def test_toml_syntax_error_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(bad)
     assert str(bad) in str(info.value) and "TOML syntax error" in str(info.value)
+
+
+def test_poll_phase_must_fall_inside_the_interval() -> None:
+    data = _base()
+    data["devices"][0]["poll_phase_s"] = 2.0  # interval is 2 s
+    assert [p for p, _ in _problems(data)] == ["devices[0].poll_phase_s"]
+    data["devices"][0]["poll_phase_s"] = 0.5
+    assert parse_config(data).device("n1").poll_phase_s == 0.5
