@@ -26,3 +26,9 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "./scripts/test" in README
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^exec bash scripts/test\b", ci, re.MULTILINE)
+
+
+def test_readme_evaluation_table_is_the_one_in_docs() -> None:
+    docs = (ROOT / "docs" / "eval.md").read_text(encoding="utf-8")
+    table = docs[docs.index("| case | target |") : docs.index("All cases:")].strip()
+    assert table in README

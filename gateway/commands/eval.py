@@ -52,6 +52,7 @@ class Case:
     magnitude: float | None = None
     params: tuple[tuple[str, float], ...] = ()
     estimate: str | None = None  # "nozzle" or "leak": score the final estimate
+    nozzle_class: str | None = None  # accuracy class of every nozzle (default: the scenario's)
 
 
 CASES: tuple[Case, ...] = (
@@ -74,6 +75,33 @@ CASES: tuple[Case, ...] = (
         "PD ≥ 0.95 within 30 d",
         720,
         estimate="nozzle",
+    ),
+    # The same, with the nozzles verified to the Chinese MPE (JJG 443: 0.3 %), the
+    # limit the 0.3 % target names; and the honest site under that class.
+    Case(
+        "nozzle +0.3 %, class jjg443",
+        "over_registration_0_3pct",
+        11,
+        "PD ≥ 0.95 within 7 d",
+        168,
+        estimate="nozzle",
+        nozzle_class="jjg443",
+    ),
+    Case(
+        "nozzle +0.15 %, class jjg443",
+        "over_registration_0_15pct",
+        34,
+        "PD ≥ 0.95 within 30 d",
+        720,
+        estimate="nozzle",
+        nozzle_class="jjg443",
+    ),
+    Case(
+        "honest site, class jjg443",
+        "honest",
+        30,
+        "≤ 1 FA / 1000 device-days",
+        nozzle_class="jjg443",
     ),
     Case(
         "chip 3 % on 10 % of sales",
@@ -195,7 +223,13 @@ def run_case(case: Case, seed: int, days: int, batch_h: float) -> RunResult:
     scn = _scenario(case)
     assert isinstance(scn, Scenario)
     run = generate(scn, seed=seed, days=days)
-    devices = [DeviceModel(d, s.kind, mpe_pct(*run.meta(d))) for d, s in run.devices.items()]
+    def device_mpe(device_id: str) -> float:
+        kind, cls = run.meta(device_id)
+        if case.nozzle_class is not None and kind == "dispenser_nozzle":
+            cls = case.nozzle_class
+        return mpe_pct(kind, cls)
+
+    devices = [DeviceModel(d, s.kind, device_mpe(d)) for d, s in run.devices.items()]
     groups = [
         GroupModel(g.id, g.type, g.reference, tuple(g.members), g.technical_loss_pct)
         for g in run.groups
