@@ -303,7 +303,7 @@ async function showDevice(id) {
     ["State", dev.state], ["Last quality", dev.last_quality || "—"],
     ["Last ok", fmtTime(dev.last_ok_ns)], ["Errors", dev.errors], ["Open alerts", dev.open_alerts]];
   $("device-meta").replaceChildren(...meta.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
-  await Promise.all([loadChart(id), refreshDeviceAlerts(id)]);
+  await Promise.all([loadChart(id, dev.kind), refreshDeviceAlerts(id)]);
 }
 
 async function refreshDeviceAlerts(id) {
@@ -318,7 +318,16 @@ function renderDeviceAlerts(id, items) {
   $("device-alerts").replaceChildren(...items.map((a) => alertRow(a, false)));
 }
 
-async function loadChart(id) {
+// The field a device page's chart opens on, per device kind.
+const PRIMARY_FIELD = {
+  electricity: "power_total_w",
+  water: "flow_m3h",
+  gas: "volume_converted_m3",
+  dispenser_nozzle: "totalizer_volume_l",
+  tank_gauge: "net_volume_l",
+};
+
+async function loadChart(id, kind) {
   const end = Date.now() * 1e6;
   const start = end - CHART_HOURS * 3600 * 1e9;
   let data;
@@ -331,6 +340,9 @@ async function loadChart(id) {
   const select = $("chart-field");
   const names = Object.keys(data.fields).sort();
   select.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
+  // Open on the field an inspector looks at first for this kind of device.
+  const primary = PRIMARY_FIELD[kind];
+  if (primary && names.includes(primary)) select.value = primary;
   const draw = () => drawChart($("chart"), data.ts_ns, data.fields[select.value] || []);
   select.onchange = draw;
   $("chart-range").textContent = `last ${CHART_HOURS} h, ${data.ts_ns.length} points`;
