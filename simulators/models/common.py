@@ -157,3 +157,24 @@ def ambient_c(seed: int, day: int, start_s: float, t_rel_s: F64) -> F64:
     hour = (t_abs % DAY_S) / 3600.0
     daily = -4.0 * np.cos(2 * np.pi * (hour - 3.0) / 24.0)
     return np.asarray(seasonal + daily + offset, dtype=np.float64)
+
+
+class MeterModel:
+    """What every meter model keeps: its spec, the conditions injected into it, the
+    run's seed, its role in a balance group (customer, or the group's feeder, bulk
+    or check meter) and, for a reference, the group's technical loss in percent."""
+
+    def __init__(
+        self,
+        spec: DeviceSpec,
+        conditions: tuple[Condition, ...],
+        *,
+        seed: int,
+        role: str = "customer",
+        loss_pct: float = 0.0,
+    ) -> None:
+        self.spec = spec
+        self.conditions = conditions
+        self.seed = seed
+        self.role = role
+        self.loss_pct = loss_pct

@@ -26,6 +26,7 @@ from simulators.models.common import (
     F64,
     DayContext,
     DayOut,
+    MeterModel,
     ar1,
     bump,
     drift_error,
@@ -55,7 +56,7 @@ def load_shape(hour: F64, *, profile: str, weekday: int) -> F64:
     return np.asarray(shape / 0.74, dtype=np.float64)
 
 
-class ElectricityModel:
+class ElectricityModel(MeterModel):
     def __init__(
         self,
         spec: DeviceSpec,
@@ -65,11 +66,7 @@ class ElectricityModel:
         role: str = "customer",
         loss_pct: float = 0.0,
     ) -> None:
-        self.spec = spec
-        self.conditions = conditions
-        self.seed = seed
-        self.role = role  # customer | feeder | check
-        self.loss_pct = loss_pct
+        super().__init__(spec, conditions, seed=seed, role=role, loss_pct=loss_pct)
         rng = rng_for(seed, spec.id, -1)
         self.import_kwh = spec.param("energy_start_kwh", float(rng.uniform(1_000, 40_000)))
         self.export_kwh = spec.param("energy_export_start_kwh", 0.0)

@@ -25,6 +25,7 @@ from simulators.models.common import (
     F64,
     DayContext,
     DayOut,
+    MeterModel,
     ambient_c,
     bump,
     drift_error,
@@ -49,7 +50,7 @@ def conversion_factor(pressure_bar: F64, temperature_c: F64) -> F64:
     )
 
 
-class GasModel:
+class GasModel(MeterModel):
     def __init__(
         self,
         spec: DeviceSpec,
@@ -59,10 +60,7 @@ class GasModel:
         role: str = "customer",
         loss_pct: float = 0.0,
     ) -> None:
-        self.spec = spec
-        self.conditions = conditions
-        self.seed = seed
-        self.role = role
+        super().__init__(spec, conditions, seed=seed, role=role, loss_pct=loss_pct)
         rng = rng_for(seed, spec.id, -1)
         self.vm_m3 = spec.param("volume_start_m3", float(rng.uniform(1_000, 50_000)))
         self.vb_m3 = self.vm_m3 * 1.9

@@ -20,6 +20,7 @@ from simulators.models.common import (
     F64,
     DayContext,
     DayOut,
+    MeterModel,
     bump,
     drift_error,
     of,
@@ -45,7 +46,7 @@ def water_shape(hour: F64, *, profile: str) -> F64:
     return np.asarray(shape / 0.9, dtype=np.float64)
 
 
-class WaterModel:
+class WaterModel(MeterModel):
     def __init__(
         self,
         spec: DeviceSpec,
@@ -55,11 +56,7 @@ class WaterModel:
         role: str = "customer",
         loss_pct: float = 0.0,
     ) -> None:
-        self.spec = spec
-        self.conditions = conditions
-        self.seed = seed
-        self.role = role  # customer | bulk | check
-        self.loss_pct = loss_pct
+        super().__init__(spec, conditions, seed=seed, role=role, loss_pct=loss_pct)
         rng = rng_for(seed, spec.id, -1)
         self.forward_m3 = spec.param("volume_start_m3", float(rng.uniform(50, 3000)))
         self.reverse_m3 = spec.param("reverse_start_m3", float(rng.uniform(0, 0.5)))
