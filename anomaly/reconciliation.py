@@ -48,6 +48,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
@@ -57,9 +58,11 @@ from anomaly.batch import FloatArray
 from anomaly.drift import DriftTracker
 from anomaly.finding import Finding, Severity
 from anomaly.tanklevel import TankLevelFit
+from anomaly.tankstep import fit_columns, long_run_factor, scan_steps, step_column
 
 SCALES_PERIODS = (24.0, 168.0, 720.0)
 SCALE_NAMES = ("1 d", "7 d", "30 d")
+CURRENT = "current"  # tanks: every level point held, with the steps found fitted
 Z_MEMBER = (5.0, 4.5, 4.0)
 Z_LOSS = (5.0, 4.0, 3.0)
 LEAK_MDL_LPH = 0.76  # US EPA SIR: 0.2 gal/h
@@ -67,6 +70,17 @@ LEAK_THRESHOLD_LPH = 0.38  # decision threshold: half the minimum detectable lea
 BASELINE_DAYS = 2.0
 WARMUP = 6  # periods that only calibrate a group's residual scale
 LEVEL_MIN_POINTS = 100  # idle gauge readings before a tank's level fit is reported
+# a step in one nozzle's error (anomaly.tankstep): significance of the best moment, how
+# much better the nozzle explains it than every other nozzle (log-likelihood ratio; 4.6 =
+# 100 : 1), its least size as a fraction of the nozzle's threshold, the points it needs on
+# either side, and how many found steps the scan keeps fitting while their moment is held
+Z_STEP = 7.0
+STEP_LLR = 4.6
+STEP_MATERIAL = 0.2
+STEP_MIN_SIDE = 30
+STEP_KNOWN = 8
+STEP_BLOCK = 24  # points per block when measuring how the residuals wander
+STEP_RECENT = 384  # points (~2 days) on either side of a step whose wander is measured alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +106,9 @@ class GroupReport:
     loss_ci: tuple[float, float]
     sir_result: str  # tank only: pass / fail / inconclusive ("" otherwise)
     unaccounted_pct: float
-    # every member's estimate at each time scale ("1 d", "7 d", "30 d")
+    # every member's estimate at each time scale ("1 d", "7 d", "30 d"); tanks also
+    # "current": over every level point held with the steps found fitted (`periods` there
+    # counts the points)
     scales: Mapping[str, tuple[MemberEstimate, ...]] = field(default_factory=dict)
 
     def member(self, device: str, scale: str | None = None) -> MemberEstimate:
@@ -102,6 +118,10 @@ class GroupReport:
             if m.device == device:
                 return m
         raise KeyError(f"{device!r} is not a member of {self.group} (or no {scale} estimate)")
+
+
+def _utc(t_ns: int) -> str:
+    return datetime.fromtimestamp(t_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def flow(kind: str, delta: FloatArray) -> FloatArray:
@@ -180,6 +200,8 @@ class BalanceGroup:
         # tanks: the level-form fit over idle gauge readings (anomaly.tanklevel), which
         # estimates the nozzles' errors far more precisely than hourly differences
         self.level = TankLevelFit(j) if type == "tank" else None
+        # steps found in the nozzles' errors: (nozzle, moment ns), -1 = free slot
+        self.steps = np.full((STEP_KNOWN, 2), -1, dtype=np.int64)
 
     @property
     def devices(self) -> npt.NDArray[np.intp]:
@@ -449,8 +471,143 @@ class BalanceGroup:
                 )
             )
         out.extend(self._loss_findings(t, period_ns))
+        if self.level is not None:
+            out.extend(self._step_findings(t))
         out.extend(balance)
         return out
+
+    def _known_steps(
+        self, ts: npt.NDArray[np.int64], c: FloatArray, seg: npt.NDArray[np.int64]
+    ) -> list[tuple[int, FloatArray]]:
+        """(nozzle, regressor) of each step found whose moment is still among the points held.
+
+        Steps older than the points held are forgotten: their nozzle's error since
+        then is simply its constant error.
+        """
+        out = []
+        for i, (col, at_ns) in enumerate(self.steps):
+            m = int(np.searchsorted(ts, at_ns)) if col >= 0 else 0
+            if m <= 0 or m >= len(ts):
+                self.steps[i] = -1
+                continue
+            out.append((int(col), step_column(c[:, col], seg, m)))
+        return out
+
+    def current_errors(self) -> tuple[FloatArray, FloatArray] | None:
+        """Each nozzle's error now (fraction, se): the fit over every level point held with
+        the steps found fitted, so a nozzle's error is the one since its last step.
+        None before the tank's level fit has `LEVEL_MIN_POINTS` points."""
+        if self.level is None or self.level.ring_pos[1] < LEVEL_MIN_POINTS:
+            return None
+        ts, c, y, seg = self.level.recent()
+        j = len(self.members)
+        known = self._known_steps(ts, c, seg)
+        fit = fit_columns(np.column_stack([c, *(u for _, u in known)]), y, seg)
+        if fit is None:
+            return None
+        coef, cov = fit.coef, fit.cov
+        # the current β of nozzle k: its constant plus every step of it found
+        a = np.zeros((j, len(coef)))
+        a[np.arange(j), np.arange(j)] = 1.0
+        for i, (col, _) in enumerate(known):
+            a[col, c.shape[1] + i] = 1.0
+        beta = a @ coef
+        se = np.sqrt(np.maximum(np.einsum("kp,pq,kq->k", a, cov, a), 0.0))
+        return -beta / (1 + beta), se / (1 + beta) ** 2
+
+    def _step_findings(self, t: int) -> list[Finding]:
+        """Scan the tank's level points for a step in one nozzle's error (`anomaly.tankstep`).
+
+        A step is raised when it is significant (z ≥ `Z_STEP`), explained by one
+        nozzle better than by every other nozzle (log-likelihood ratio ≥ `STEP_LLR`)
+        and better than by a change of the tank itself (a step in λ), and material
+        (≥ `STEP_MATERIAL` × the nozzle's threshold). It is then fitted as known, so
+        each step is raised once and the scan looks for the next (a chip switched off).
+        """
+        assert self.level is not None
+        ts, c, y, seg = self.level.recent()
+        j = len(self.members)
+        known = [u for _, u in self._known_steps(ts, c, seg)]
+        extra = np.column_stack(known) if known else None
+        scan = scan_steps(c, y, seg, min_side=STEP_MIN_SIDE, known=extra)
+        if scan is None:
+            return []
+        az = np.abs(scan.z)
+        order = np.argsort(-az[:j])
+        k = int(order[0])
+        runner = int(order[1]) if j > 1 else j
+        if not (az[k] >= Z_STEP and az[k] > az[j]):
+            return []
+        m = int(scan.at[k])
+        base = np.column_stack([c, *known, step_column(c[:, k], seg, m)])
+        fit = fit_columns(base, y, seg)
+        if fit is None:
+            return []
+        # the scan assumes white residuals: once the step is fitted, whatever still
+        # wanders in them (a chip on some transactions only) discounts the evidence
+        # (over all the points held, and over the ~2 days on either side of the moment,
+        # where a chip switched on lately shows undiluted by the weeks before it)
+        kappa = max(
+            long_run_factor(fit.resid[part], seg[part], fit.sigma2, block=STEP_BLOCK)
+            for part in (
+                slice(None),
+                slice(max(m - STEP_RECENT, 0), m),
+                slice(m, min(m + STEP_RECENT, len(ts))),
+            )
+        )
+        z_k = float(az[k]) / np.sqrt(kappa)
+        llr = (az[k] ** 2 - az[runner] ** 2) / 2 / kappa
+        if not (z_k >= Z_STEP and llr >= STEP_LLR):
+            return []
+        coef = fit.coef
+        b0, b1 = float(coef[k]), float(coef[k] + coef[-1])
+        e0, e1 = -b0 / (1 + b0), -b1 / (1 + b1)
+        step = e1 - e0
+        step_se = float(np.sqrt(fit.cov[-1, -1] * kappa)) / (1 + b1) ** 2
+        thr = float(self.member_threshold[k])
+        if abs(step) < STEP_MATERIAL * thr:
+            return []
+        free = np.flatnonzero(self.steps[:, 0] < 0)
+        slot = int(free[0]) if len(free) else int(np.argmin(self.steps[:, 1]))
+        self.steps[slot] = (k, ts[m])
+        dev, ref = self.ids[int(self.members[k])], self.ids[self.ref]
+        other = self.ids[int(self.members[runner])] if runner < j else "a change of the tank"
+        lo, hi = step - 1.96 * step_se, step + 1.96 * step_se
+        t_from, t_to = int(ts[scan.first[k]]), int(ts[scan.last[k]])
+        return [
+            Finding(
+                detector="reconciliation.tank_nozzle_step",
+                devices=(dev, ref),
+                group=self.gid,
+                score=abs(step) * 100,
+                threshold=STEP_MATERIAL * thr * 100,
+                window_start_ns=int(ts[0]),
+                window_end_ns=t,
+                estimate=step * 100,
+                ci_low=lo * 100,
+                ci_high=hi * 100,
+                unit="%",
+                severity=Severity.CRITICAL if abs(e1) > thr else Severity.WARNING,
+                explanation=f"{dev}'s error stepped by {step * 100:+.3f} % (95 % CI "
+                f"{lo * 100:+.3f} to {hi * 100:+.3f} %) between {_utc(t_from)} and "
+                f"{_utc(t_to)}: {e0 * 100:+.3f} % before, {e1 * 100:+.3f} % after, against "
+                f"{ref} over {len(ts)} idle gauge readings (z {z_k:.1f}; {other} explains "
+                f"it e^{llr:.1f} times less well). A meter's registration does not step by "
+                f"itself: an edited pulser or K-factor, or a chip switched on or off. "
+                f"Decision: z ≥ {Z_STEP:g} and a step of at least {STEP_MATERIAL * thr * 100:.3f}"
+                f" % ({STEP_MATERIAL:g} × {thr * 100:.2f} %)",
+                details={
+                    "z": z_k,
+                    "llr": float(llr),
+                    "residual_wander": kappa,
+                    "error_before_pct": e0 * 100,
+                    "error_after_pct": e1 * 100,
+                    "change_from_ns": float(t_from),
+                    "change_to_ns": float(t_to),
+                    "points": float(len(ts)),
+                },
+            )
+        ]
 
     def _loss_findings(self, t: int, period_ns: int) -> list[Finding]:
         if self.type != "tank":
@@ -619,6 +776,21 @@ class BalanceGroup:
                     float((e[k] + 1.96 * se_s[k]) * 100),
                     name,
                     float(min(self.n_used[0], SCALES_PERIODS[s])),
+                )
+                for k, m in enumerate(self.members)
+            )
+        now = self.current_errors()
+        if now is not None:
+            e, se_now = now
+            held = float(self.level.ring_pos[1]) if self.level is not None else 0.0
+            scales[CURRENT] = tuple(
+                MemberEstimate(
+                    self.ids[int(m)],
+                    float(e[k] * 100),
+                    float((e[k] - 1.96 * se_now[k]) * 100),
+                    float((e[k] + 1.96 * se_now[k]) * 100),
+                    CURRENT,
+                    held,
                 )
                 for k, m in enumerate(self.members)
             )

@@ -24,6 +24,10 @@ weighted (Welford) update. Residual autocorrelation (thermal effects, slow
 gauge drift) is measured at lag one and widens the standard errors by
 sqrt((1+ρ)/(1-ρ)) when positive.
 
+The latest `RING_POINTS` points are also kept as they are, for the scan for
+a step in one nozzle's error (`anomaly.tankstep`), which needs the points
+themselves rather than sums.
+
 Failure modes handled: a reading whose nozzles cannot be bracketed (no
 nozzle reading yet after it, a nozzle gap longer than `MAX_BRACKET_S`) is
 skipped; a delivery (the delivery register moved), a gap of more than
@@ -44,6 +48,7 @@ MAX_BRACKET_S = 600.0
 MAX_GAP_S = 3 * 3600.0
 OUTLIER_SIGMA = 8.0
 WARM_POINTS = 12
+RING_POINTS = 8192  # points kept for the step scan (anomaly.tankstep): ~42 d at 5-min gauges
 
 
 class TankLevelFit:
@@ -73,6 +78,13 @@ class TankLevelFit:
         self.scale = np.full(1, np.nan)  # robust σ of one step's residual
         self.ac = np.zeros(3)  # EW Σ r_i r_(i-1), Σ r_i², last residual (30 d)
         self.n_points = np.zeros(1, dtype=np.int64)
+        # the latest points as the step scan needs them: time, segment number, cumulative
+        # X_1..X_J and H, and Y; `ring_pos` = (next slot, points held)
+        self.ring_t = np.full(RING_POINTS, -1, dtype=np.int64)
+        self.ring_seg = np.zeros(RING_POINTS, dtype=np.int64)
+        self.ring_c = np.zeros((RING_POINTS, p))
+        self.ring_y = np.zeros(RING_POINTS)
+        self.ring_pos = np.zeros(2, dtype=np.int64)
         self._solved: dict[int, tuple[FloatArray, FloatArray, float]] = {}
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -171,6 +183,7 @@ class TankLevelFit:
             self.cum[:j] += dx
             self.cum[j] += dh
             self.cum[j + 1] += dy
+        self._ring_push(t_ns, new_seg)
         prev_t = int(self.last_t[0])
         dt_h = 0.0 if prev_t < 0 else max((t_ns - prev_t) / (3600 * NS), 0.0)
         self.last_t[0] = t_ns
@@ -208,6 +221,21 @@ class TankLevelFit:
                 self.ac[0] = f * self.ac[0] + res * self.ac[2]
             self.ac[1] = f * self.ac[1] + res * res
             self.ac[2] = res
+
+    def _ring_push(self, t_ns: int, new_seg: bool) -> None:
+        head, held = (int(v) for v in self.ring_pos)
+        prev = self.ring_seg[(head - 1) % RING_POINTS] if held else 0
+        self.ring_t[head] = t_ns
+        self.ring_seg[head] = prev + 1 if new_seg else prev
+        self.ring_c[head] = self.cum[: self.j + 1]
+        self.ring_y[head] = self.cum[self.j + 1]
+        self.ring_pos[:] = ((head + 1) % RING_POINTS, min(held + 1, RING_POINTS))
+
+    def recent(self) -> tuple[np.ndarray, FloatArray, FloatArray, np.ndarray]:
+        """The points held for the step scan, oldest first: (t_ns, X_1..X_J + H, Y, segment)."""
+        head, held = (int(v) for v in self.ring_pos)
+        order = (np.arange(held) + head - held) % RING_POINTS
+        return self.ring_t[order], self.ring_c[order], self.ring_y[order], self.ring_seg[order]
 
     # -- output ---------------------------------------------------------------------
 

@@ -92,10 +92,17 @@ LABEL_KINDS: Mapping[Label, frozenset[DeviceKind]] = MappingProxyType(
 # no entry is one no detector is known to catch yet.
 DETECTORS_EXPECTED: Mapping[Label, tuple[str, ...]] = MappingProxyType(
     {
-        Label.OVER_REGISTRATION: ("reconciliation.tank_nozzle_error",),
-        Label.INTERMITTENT_OVER_REGISTRATION: ("reconciliation.tank_nozzle_error",),
+        Label.OVER_REGISTRATION: (
+            "reconciliation.tank_nozzle_step",
+            "reconciliation.tank_nozzle_error",
+        ),
+        Label.INTERMITTENT_OVER_REGISTRATION: (
+            "reconciliation.tank_nozzle_step",
+            "reconciliation.tank_nozzle_error",
+        ),
         Label.CALIBRATION_CHANGE: (
             "integrity.parameter_change",
+            "reconciliation.tank_nozzle_step",
             "reconciliation.tank_nozzle_error",
         ),
         Label.TOTALIZER_ROLLBACK: ("integrity.counter_rollback",),

@@ -10,7 +10,8 @@ would, and the findings are scored against the ground truth:
 - detected: the first finding whose suspect (`devices[0]`, or the top-ranked
   culprit of a `*_balance` finding) is the faulty device, at or after the
   condition starts; time to detect is measured from the start to the end of
-  the batch that produced it;
+  the batch that produced it; "PD in time" counts only the runs detected
+  within the case's target time;
 - false alarm: any finding that names none of the faulty devices (or names
   one before its condition started);
 - honest device-days: every device-day of every run, less the faulty
@@ -53,6 +54,7 @@ class Case:
     params: tuple[tuple[str, float], ...] = ()
     estimate: str | None = None  # "nozzle" or "leak": score the final estimate
     nozzle_class: str | None = None  # accuracy class of every nozzle (default: the scenario's)
+    start_d: float | None = None  # the condition starts on this day (default: the scenario's)
 
 
 CASES: tuple[Case, ...] = (
@@ -75,6 +77,35 @@ CASES: tuple[Case, ...] = (
         "PD ≥ 0.95 within 30 d",
         720,
         estimate="nozzle",
+    ),
+    # A change needs a before: the same nozzles after two weeks of honest history, as on
+    # a gateway that has been running (day 3 leaves only three days to compare with).
+    Case(
+        "nozzle +1 % after 14 d",
+        "over_registration_1pct",
+        21,
+        "PD ≥ 0.95 within 24 h",
+        24,
+        estimate="nozzle",
+        start_d=14.0,
+    ),
+    Case(
+        "nozzle +0.3 % after 14 d",
+        "over_registration_0_3pct",
+        22,
+        "PD ≥ 0.95 within 7 d",
+        168,
+        estimate="nozzle",
+        start_d=14.0,
+    ),
+    Case(
+        "nozzle +0.15 % after 14 d",
+        "over_registration_0_15pct",
+        45,
+        "PD ≥ 0.95 within 30 d",
+        720,
+        estimate="nozzle",
+        start_d=14.0,
     ),
     # The same, with the nozzles verified to the Chinese MPE (JJG 443: 0.3 %), the
     # limit the 0.3 % target names; and the honest site under that class.
@@ -195,6 +226,11 @@ def _scenario(case: Case) -> object:
     from simulators.spec import Condition, Label
 
     scn = catalogue_scenario(case.scenario)
+    if case.start_d is not None:
+        start_s = case.start_d * 86_400.0
+        scn = dataclasses.replace(
+            scn, conditions=tuple(dataclasses.replace(c, start_s=start_s) for c in scn.conditions)
+        )
     if case.label is None:
         return scn
     old = scn.conditions[0] if scn.conditions else None
@@ -285,9 +321,10 @@ def run_case(case: Case, seed: int, days: int, batch_h: float) -> RunResult:
         if case.estimate == "nozzle":
             spec = run.spec(t.device_id)
             true_pct = ((1 + spec.true_error) * (1 + (t.magnitude or 0.0)) - 1) * 100
-            # the 7-day window: the estimate an inspector reads a week after the change
+            # the current estimate (steps found fitted), as an inspector reads it at the end
             rep = engine.group_report("tank-1")
-            est_err = rep.member(t.device_id, "7 d").error_pct - true_pct
+            scale = "current" if "current" in rep.scales else "7 d"
+            est_err = rep.member(t.device_id, scale).error_pct - true_pct
         elif case.estimate == "leak":
             est_err = engine.group_report("tank-1").loss_per_h - (t.magnitude or 0.0)
     return RunResult(
@@ -323,9 +360,9 @@ def table(results: Sequence[RunResult], cases: Sequence[Case], seeds: int, days:
         f"Seeds per case: {seeds}; batches of readings per hour; "
         f"days per run: {'per case' if days is None else days}.",
         "",
-        "| case | target | PD | FA / 1000 honest device-days | median TTD | p95 TTD | "
-        "estimate error | first detector |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| case | target | PD | PD in time | FA / 1000 honest device-days | median TTD | "
+        "p95 TTD | estimate error | first detector |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for case in cases:
         rs = [r for r in results if r.case == case.name]
@@ -336,12 +373,17 @@ def table(results: Sequence[RunResult], cases: Sequence[Case], seeds: int, days:
         fa = sum(r.false_alarms for r in rs)
         has_truth = case.scenario != "honest"
         pd = f"{sum(r.detected for r in rs) / len(rs):.2f}" if has_truth else "—"
+        in_time = "—"
+        if has_truth and case.target_h is not None:
+            limit = case.target_h
+            hits = sum(r.ttd_h is not None and r.ttd_h <= limit for r in rs)
+            in_time = f"{hits / len(rs):.2f}"
         est = [r.estimate_error for r in rs if r.estimate_error is not None]
         unit = " pp" if case.estimate == "nozzle" else " L/h"
         est_s = f"{statistics.fmean(abs(e) for e in est):.3f}{unit} (mean abs)" if est else "—"
         dets = sorted({r.detector for r in rs if r.detector})
         lines.append(
-            f"| {case.name} | {case.target} | {pd} | {fa / hd * 1000:.2f} ({fa}) | "
+            f"| {case.name} | {case.target} | {pd} | {in_time} | {fa / hd * 1000:.2f} ({fa}) | "
             f"{_h(statistics.median(ttds)) if ttds else '—'} | "
             f"{_h(_pct(ttds, 0.95)) if ttds else '—'} | {est_s} | {', '.join(dets) or '—'} |"
         )

@@ -61,11 +61,13 @@ def fuel_station(
     nozzle_class_mpe: float = 0.5,
     frac: float = 1.0,
     chip: tuple[int, float, float] | None = None,
+    step: tuple[int, float, float] | None = None,
 ) -> Site:
     """Tank T1 with nozzles N1..NJ; `errors[j]` is nozzle j's relative error.
 
     `chip=(j, extra, share)` adds `extra` on a random `share` of nozzle j's
-    transactions.
+    transactions; `step=(j, extra, from_h)` adds `extra` to nozzle j's error
+    from hour `from_h` on (an edited pulser).
     """
     rng = np.random.default_rng(seed)
     minutes = int(days * 1440)
@@ -84,6 +86,8 @@ def fuel_station(
         if chip is not None and chip[0] == j:
             on = rng.random(minutes) < chip[2]
             factor = factor + np.where(on, chip[1], 0.0)
+        if step is not None and step[0] == j:
+            factor = factor + np.where(np.arange(minutes) >= step[2] * 60, step[1], 0.0)
         shown = np.round(vol * factor, 2)
         tot = 100000.0 + np.cumsum(shown)
         cnt = 5000 + np.cumsum(start)
