@@ -16,6 +16,8 @@
   current (clears above 85 %).
 - `integrity.current_loss`: a phase carries no current while its voltage is
   present and another phase carries load, for `current_loss_min_s`.
+- `integrity.open_phase`: a phase below 60 % of nominal with no current while
+  another phase is live, for 60 s (DL/T 698.45 open phase).
 - `integrity.neutral_mismatch`: single-phase live and neutral currents differ.
 - `integrity.energy_without_power`: the import register advanced while power
   read zero at both ends of the interval.
@@ -64,6 +66,8 @@ PHASES = (
     ("voltage_l2_v", "current_l2_a"),
     ("voltage_l3_v", "current_l3_a"),
 )
+
+OPEN_PHASE_MIN_NS = 60 * NS  # DL/T 698.45: the condition must hold for 60 s
 
 _WIDTHS = np.array(
     sorted(
@@ -118,6 +122,7 @@ class Integrity:
                 "reverse_flow_flag",
                 "voltage_loss",
                 "current_loss",
+                "open_phase",
                 "neutral_mismatch",
                 "low_pf",
                 "reverse_power",
@@ -126,6 +131,7 @@ class Integrity:
         }
         self.u_nom = np.full(n, np.nan)
         self.loss_since = np.zeros(n, dtype=np.int64)  # current-loss condition start
+        self.open_since = np.zeros(n, dtype=np.int64)  # open-phase condition start
         self.pf_since = np.zeros(n, dtype=np.int64)  # low power factor under load since
         self.flow_since = np.zeros(n, dtype=np.int64)  # uninterrupted water flow since
         self.current_loss_min_ns = int(current_loss_min_s * NS)
@@ -139,6 +145,7 @@ class Integrity:
             out.update(latch.arrays(f"latch.{k}"))
         out["u_nom"] = self.u_nom
         out["loss_since"] = self.loss_since
+        out["open_since"] = self.open_since
         out["pf_since"] = self.pf_since
         out["flow_since"] = self.flow_since
         return out
@@ -435,6 +442,7 @@ class Integrity:
                 )
             if frame.n:
                 self.loss_since[frame.seg_dev] = since[frame.last]
+            self._open_phase(frame, out, volts=volts, amps=amps, u_nom=u_nom, known=known)
         # live/neutral mismatch on single-phase meters
         if "current_n_a" in f and len(have) == 1:
             il, inn = amps[0], np.abs(f["current_n_a"])
@@ -454,6 +462,47 @@ class Integrity:
                     explanation=f"live current {il[r]:.2f} A vs neutral {inn[r]:.2f} A "
                     f"differ by {ratio[r] * 100:.0f} % (bypass or earth leak)",
                 )
+
+    def _open_phase(
+        self,
+        frame: Frame,
+        out: list[Finding],
+        *,
+        volts: list[FloatArray],
+        amps: list[FloatArray],
+        u_nom: FloatArray,
+        known: npt.NDArray[np.bool_],
+    ) -> None:
+        """DL/T 698.45 open phase: U < 60 % and no current on a phase for 60 s, while
+        another phase has its voltage (else it is an outage, not a broken phase)."""
+        dead_any = np.zeros(frame.n, dtype=bool)
+        live_any = np.zeros(frame.n, dtype=bool)
+        for v, a in zip(volts, amps, strict=True):
+            dead_any |= (v < 0.6 * u_nom) & (a < 0.025)
+            live_any |= v > 0.7 * u_nom
+        cond = known & dead_any & live_any
+        clear = known & ~cond
+        since = frame.run_since(cond, clear, self.open_since)
+        sustained = cond & (frame.ts - since >= OPEN_PHASE_MIN_NS)
+        for r in self.latch["open_phase"].update_rows(frame, sustained, clear):
+            ph = int(np.argmin([v[r] for v in volts]))
+            self._find(
+                out,
+                frame,
+                int(r),
+                "integrity.open_phase",
+                score=float(volts[ph][r] / u_nom[r] * 100.0),
+                threshold=60.0,
+                unit="%",
+                start_ns=int(since[r]),
+                explanation=f"phase L{ph + 1} reads {volts[ph][r]:.0f} V "
+                f"({volts[ph][r] / u_nom[r]:.0%} of {u_nom[r]:.0f} V) and no current while "
+                "another phase is live, since "
+                f"{iso(int(since[r]))} (a broken or disconnected voltage link: that phase's "
+                "energy is not registered)",
+            )
+        if frame.n:
+            self.open_since[frame.seg_dev] = since[frame.last]
 
     def _power_checks(self, frame: Frame, out: list[Finding]) -> None:
         """Reverse power of an import-only customer; power factor below 0.3 under load."""

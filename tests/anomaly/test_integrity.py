@@ -98,3 +98,29 @@ def test_reverse_power_low_power_factor_and_continuous_flow():
     q = [0.01] * len(t)
     found = eng.process(rows(eng, "d1", t, {"flow_m3h": q}))
     assert detectors(found) == ["integrity.continuous_flow"]
+
+
+def test_open_phase_needs_60_s_and_another_live_phase():
+    eng = one("electricity")
+    t = [0, 30, 60, 90, 120, 150]
+    fields = {
+        "voltage_l1_v": [230, 20, 20, 20, 230, 230],
+        "voltage_l2_v": [230] * 6,
+        "voltage_l3_v": [230] * 6,
+        "current_l1_a": [2, 0, 0, 0, 2, 2],
+        "current_l2_a": [3] * 6,
+        "current_l3_a": [3] * 6,
+    }
+    found = eng.process(rows(eng, "d1", t, fields))
+    # 30 s..90 s is 60 s of an open L1; it clears at 120 s
+    assert detectors(found) == ["integrity.open_phase"]
+    assert "L1" in found[0].explanation
+    assert found[0].window_start_ns < found[0].window_end_ns
+    # a full outage (no phase live) and a 30 s dip are not an open phase
+    eng = one("electricity")
+    dark = {k: [0.0] * 4 for k in fields}
+    dark["voltage_l1_v"] = [230, 0, 0, 0]
+    assert "integrity.open_phase" not in detectors(eng.process(rows(eng, "d1", t[:4], dark)))
+    eng = one("electricity")
+    short = {k: v[:3] for k, v in fields.items()}
+    assert detectors(eng.process(rows(eng, "d1", t[:3], short))) == []
