@@ -299,6 +299,10 @@ class Engine:
                 order = np.argsort(m_ts[keep], kind="stable")
                 return m_ts[keep][order], vals[keep][order]
 
+            flows = [rows(int(m), ("flow_rate_lpm", "state")) for m in g.members]
+            g.add_flows(
+                [f[0] for f in flows], [f[1][:, 0] for f in flows], [f[1][:, 1] for f in flows]
+            )
             t_ts, t_vals = rows(g.ref, ("net_volume_l", "gross_volume_l", "deliveries_net_l"))
             nz = [rows(int(m), ("totalizer_volume_l", "state")) for m in g.members]
             g.level.add_readings(

@@ -57,6 +57,8 @@ from anomaly._common import DAY_NS, Latch
 from anomaly.batch import FloatArray
 from anomaly.drift import DriftTracker
 from anomaly.finding import Finding, Severity
+from anomaly.flowrate import TAU_DAYS as FLOW_TAU_DAYS
+from anomaly.flowrate import Z_FLOW, NozzleFlows
 from anomaly.tanklevel import TankLevelFit
 from anomaly.tankstep import fit_columns, long_run_factor, scan_steps, step_column
 
@@ -202,6 +204,9 @@ class BalanceGroup:
         self.level = TankLevelFit(j) if type == "tank" else None
         # steps found in the nozzles' errors: (nozzle, moment ns), -1 = free slot
         self.steps = np.full((STEP_KNOWN, 2), -1, dtype=np.int64)
+        # tanks: each nozzle's daily flow rate against its own and its sisters' (flowrate)
+        self.flows = NozzleFlows(j) if type == "tank" else None
+        self.flow_latch = Latch(j)
 
     @property
     def devices(self) -> npt.NDArray[np.intp]:
@@ -225,6 +230,9 @@ class BalanceGroup:
         out.update({f"tracker.{k}": v for k, v in self.tracker.arrays().items()})
         if self.level is not None:
             out.update({f"level.{k}": v for k, v in self.level.arrays().items()})
+        if self.flows is not None:
+            out.update({f"flows.{k}": v for k, v in self.flows.arrays().items()})
+            out.update(self.flow_latch.arrays("flow_latch"))
         return out
 
     # -- fitting ----------------------------------------------------------------------
@@ -473,7 +481,65 @@ class BalanceGroup:
         out.extend(self._loss_findings(t, period_ns))
         if self.level is not None:
             out.extend(self._step_findings(t))
+        if self.flows is not None:
+            out.extend(self._flow_findings(t))
         out.extend(balance)
+        return out
+
+    def add_flows(
+        self,
+        ts: list[npt.NDArray[np.int64]],
+        flow: list[FloatArray],
+        state: list[FloatArray],
+    ) -> None:
+        """Feed each nozzle's flow-rate readings (`anomaly.flowrate`); tanks only."""
+        if self.flows is not None:
+            self.flows.add(ts, flow, state)
+
+    def _flow_findings(self, t: int) -> list[Finding]:
+        assert self.flows is not None
+        est, se = self.flows.decision()
+        z = np.abs(est) / se
+        decide = self.member_threshold / 2
+        fires = (z >= Z_FLOW) & (np.abs(est) > decide)
+        due = self.flow_latch.update_devices(
+            np.arange(len(self.members)),
+            fires,
+            z < 2.0,
+            estimate=est,
+            material=self.member_threshold / 2,
+            now_ns=t,
+        )
+        out = []
+        ref = self.ids[self.ref]
+        for k in np.flatnonzero(due):
+            dev = self.ids[int(self.members[k])]
+            pct, lo, hi = (
+                float(np.expm1(v) * 100)
+                for v in (est[k], est[k] - 1.96 * se[k], est[k] + 1.96 * se[k])
+            )
+            word = "above" if est[k] > 0 else "below"
+            out.append(
+                Finding(
+                    detector="behaviour.flow_rate",
+                    devices=(dev, ref),
+                    group=self.gid,
+                    score=abs(pct),
+                    threshold=float(decide[k] * 100),
+                    window_start_ns=int(t - 2 * FLOW_TAU_DAYS * DAY_NS),
+                    window_end_ns=t,
+                    estimate=pct,
+                    ci_low=lo,
+                    ci_high=hi,
+                    unit="%",
+                    explanation=f"{dev} reports a flow while dispensing {pct:+.2f} % (95 % CI "
+                    f"{lo:+.2f} to {hi:+.2f} %) {word} its own first days, relative to its "
+                    f"sister nozzles on {ref}, over the last days (z {z[k]:.1f}); a pulser chip "
+                    f"or an edited K-factor raises the flow a nozzle reports by its cheat "
+                    f"factor. Decision: z ≥ {Z_FLOW:g} and over {decide[k] * 100:.2f} %",
+                    details={"z": float(z[k])},
+                )
+            )
         return out
 
     def _known_steps(

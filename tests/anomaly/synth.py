@@ -62,12 +62,15 @@ def fuel_station(
     frac: float = 1.0,
     chip: tuple[int, float, float] | None = None,
     step: tuple[int, float, float] | None = None,
+    flow_lpm: float | None = None,
 ) -> Site:
     """Tank T1 with nozzles N1..NJ; `errors[j]` is nozzle j's relative error.
 
     `chip=(j, extra, share)` adds `extra` on a random `share` of nozzle j's
     transactions; `step=(j, extra, from_h)` adds `extra` to nozzle j's error
-    from hour `from_h` on (an edited pulser).
+    from hour `from_h` on (an edited pulser). With `flow_lpm`, each nozzle
+    reports state 1 and its flow rate (that nominal flow, ±6 % per transaction,
+    times its registration factor) in the minute a transaction starts.
     """
     rng = np.random.default_rng(seed)
     minutes = int(days * 1440)
@@ -89,6 +92,10 @@ def fuel_station(
         if step is not None and step[0] == j:
             factor = factor + np.where(np.arange(minutes) >= step[2] * 60, step[1], 0.0)
         shown = np.round(vol * factor, 2)
+        extra = {}
+        if flow_lpm is not None:
+            flow = np.where(start, flow_lpm * rng.normal(1.0, 0.06, minutes) * factor, 0.0)
+            extra = {"flow_rate_lpm": flow, "state": start.astype(float)}
         tot = 100000.0 + np.cumsum(shown)
         cnt = 5000 + np.cumsum(start)
         last_vol = _ffill(np.where(start, shown, np.nan), 0.0)
@@ -103,6 +110,7 @@ def fuel_station(
                 "unit_price": np.full(minutes, price),
                 "state": np.zeros(minutes),
                 "calibration_k_factor": np.full(minutes, 100.0),
+                **extra,
             },
             np.ones(minutes, dtype=bool),
         )
