@@ -4,7 +4,10 @@ Electricity meters (voltages, currents, power, import/export registers,
 event counters, device clock: 13 fields) polled every 60 s for two hours,
 grouped in feeders of 20 meters, fed in batches of 10 polls of every device.
 Prints readings/s (median of several runs) and state bytes per device, for
-1,000 and 10,000 devices. Run: `.venv/bin/python -m bench.bench_anomaly`.
+1,000 and 10,000 devices. Then the tank step scan (`anomaly.tankstep`), which
+a tank group runs once per period over its level points: milliseconds per
+scan of a full ring (8,192 points, 4 nozzles). Run:
+`.venv/bin/python -m bench.bench_anomaly`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import numpy as np
 
 from anomaly.batch import Batch
 from anomaly.engine import DeviceModel, Engine, GroupModel
+from anomaly.tanklevel import RING_POINTS
+from anomaly.tankstep import scan_steps
 
 NS = 1_000_000_000
 T0 = 1_772_409_600 * NS
@@ -85,6 +90,30 @@ def measure(n: int, runs: int) -> tuple[float, float, int]:
     return statistics.median(rates), mem / n, total
 
 
+def scan_ms(runs: int, *, nozzles: int = 4) -> float:
+    """Median milliseconds of one step scan over a full ring of level points."""
+    rng = np.random.default_rng(0)
+    n = RING_POINTS
+    seg = np.repeat(np.arange(n // 190 + 1), 190)[:n].astype(np.int64)
+    sells = rng.integers(0, nozzles + 2, n)
+    dx = np.zeros((n, nozzles))
+    rows = np.flatnonzero(sells < nozzles)
+    dx[rows, sells[rows]] = rng.uniform(20, 80, len(rows))
+    c = np.zeros((n, nozzles + 1))
+    first = np.r_[True, seg[1:] != seg[:-1]]
+    for i in range(1, n):
+        if not first[i]:
+            c[i, :nozzles] = c[i - 1, :nozzles] + dx[i]
+            c[i, nozzles] = c[i - 1, nozzles] + 0.12
+    y = c[:, :nozzles] @ np.full(nozzles, -0.001) + rng.normal(0, 1.6, n)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        scan_steps(c, y, seg, min_side=30)
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     runs = int(args[0]) if args else 5
@@ -96,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     for n in (1_000, 10_000):
         rate, per_dev, total = measure(n, runs)
         print(f"{n:>8} {total:>13,} {rate:>12,.0f} {per_dev:>19,.0f}")
+    print(
+        f"\ntank step scan, {RING_POINTS:,} level points, 4 nozzles: "
+        f"{scan_ms(max(runs, 5) * 4):.1f} ms (median), once per tank and period"
+    )
     return 0
 
 
