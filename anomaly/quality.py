@@ -8,6 +8,10 @@
 - `data_quality.frozen_value`: an analog field (voltage, frequency,
   temperature, pressure, conversion factor) repeats exactly, non-zero, for
   longer than its `FROZEN_S` limit: a stuck sensor or a replayed register.
+- `data_quality.implausible_value`: a gas corrector's temperature or
+  absolute pressure outside what a distribution network can hold
+  (`PLAUSIBLE_GAS`): a failed or manipulated sensor, with which the
+  corrector converts the volume wrongly while staying self-consistent.
 - `data_quality.clock_skew`: `device_clock_s` differs from the reading's
   timestamp by more than `clock_skew_s` (clears below half of it; reported
   again when the skew moves by another `clock_skew_s`).
@@ -38,6 +42,13 @@ FROZEN_S: Mapping[str, float] = {
     "conversion_factor": 24 * 3600.0,
 }
 
+# gas correctors: what a distribution network can hold (°C; bar absolute). A sensor
+# offset inside these ranges needs a reference (a sister meter, the weather) to be seen.
+PLAUSIBLE_GAS: Mapping[str, tuple[float, float]] = {
+    "temperature_c": (-30.0, 50.0),
+    "pressure_bar": (0.8, 100.0),
+}
+
 
 class DataQuality:
     """Gap, frozen-value and clock-skew checks for all devices at once."""
@@ -62,6 +73,7 @@ class DataQuality:
         self.frozen_since = {k: np.zeros(n, dtype=np.int64) for k in FROZEN_S}
         self.frozen = Latch(n)
         self.skew = Latch(n)
+        self.implausible = Latch(n)
 
     def arrays(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {"last_ok_ns": self.last_ok_ns, "dt_s": self.dt_s}
@@ -70,6 +82,7 @@ class DataQuality:
         out.update({f"frozen_since.{k}": v for k, v in self.frozen_since.items()})
         out.update(self.frozen.arrays("frozen"))
         out.update(self.skew.arrays("skew"))
+        out.update(self.implausible.arrays("implausible"))
         return out
 
     def _limit_ns(self, dev: np.ndarray) -> Int64Array:
@@ -83,7 +96,42 @@ class DataQuality:
             self._gaps(frame, out)
             self._frozen(frame, out)
             self._skew(frame, out)
+            self._plausible(frame, out)
         return out
+
+    def _plausible(self, frame: Frame, out: list[Finding]) -> None:
+        gas = self.ctx.is_kind(frame.dev, "gas")
+        present = [k for k in PLAUSIBLE_GAS if k in frame.fields]
+        if not present or not gas.any():
+            return
+        bad = np.zeros(frame.n, dtype=bool)
+        fine = np.zeros(frame.n, dtype=bool)
+        for k in present:
+            lo, hi = PLAUSIBLE_GAS[k]
+            v = frame.fields[k]
+            valid = frame.valid(k) & gas
+            bad |= valid & ((v < lo) | (v > hi))
+            fine |= valid
+        for r in self.implausible.update_rows(frame, bad, fine & ~bad):
+            d = int(frame.dev[r])
+            what = []
+            for k in present:
+                lo, hi = PLAUSIBLE_GAS[k]
+                x = float(frame.fields[k][r])
+                if x < lo or x > hi:
+                    what.append(f"{k} {x:g} outside {lo:g}..{hi:g}")
+            out.append(
+                Finding(
+                    detector="data_quality.implausible_value",
+                    devices=(self.ctx.ids[d],),
+                    score=1.0,
+                    threshold=0.0,
+                    window_start_ns=int(frame.ts[r]),
+                    window_end_ns=int(frame.ts[r]),
+                    explanation=f"{self.ctx.ids[d]}: {'; '.join(what)} (a failed or manipulated "
+                    "sensor: the corrector converts the volume with it)",
+                )
+            )
 
     def _gaps(self, frame: Frame, out: list[Finding]) -> None:
         ids = self.ctx.ids

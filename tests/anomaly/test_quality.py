@@ -37,3 +37,22 @@ def test_clock_skew_reports_start_and_material_change_only():
     skews = [f for f in found if f.detector == "data_quality.clock_skew"]
     assert [round(f.estimate) for f in skews] == [400, 800]
     assert all(f.window_end_ns > 0 for f in skews)
+
+
+def test_implausible_gas_temperature_or_pressure_is_reported_once_per_excursion():
+    eng = Engine([DeviceModel("g", "gas", 1.5), DeviceModel("t", "tank_gauge", 0.5)])
+    t = np.arange(0, 6) * 900.0
+    temp = np.array([12.0, 12.5, 85.0, 86.0, 12.0, -45.0])
+    found = eng.process(rows(eng, "g", t, {"temperature_c": temp, "pressure_bar": np.full(6, 2.0)}))
+    bad = [f for f in found if f.detector == "data_quality.implausible_value"]
+    # two excursions: from the third reading, and again at the sixth after a plausible one
+    assert len(bad) == 2
+    assert bad[1].window_end_ns - bad[0].window_end_ns == 3 * 900 * 1_000_000_000
+    assert "temperature_c 85 outside -30..50" in bad[0].explanation
+    found = eng.process(
+        rows(eng, "g", [6 * 900.0], {"pressure_bar": [0.2], "temperature_c": [-45]})
+    )
+    assert detectors(found) == []  # still the same excursion
+    # a tank's product temperature is not held to the gas network's range
+    found = eng.process(rows(eng, "t", t, {"temperature_c": temp}))
+    assert "data_quality.implausible_value" not in detectors(found)
