@@ -10,7 +10,8 @@ nozzles' median). Per period the caller supplies the relative residual
   in σ units but at least 0.5, alarm at `h` (9 by default: an in-control
   average run length of years at hourly periods);
 - EWMA: `z = (1-λ) z + λ e`, limit `L σ sqrt(λ / (2-λ))`, alarm when `|z|`
-  is over the limit and over the decision threshold;
+  is over the limit and over the decision threshold (for `ewma_persist`
+  periods in a row: a brief excursion of a noisy series is not a drift);
 - σ from the moving range (`MR / 1.128`), which a persistent error does not
   inflate;
 - the estimated error (exponentially weighted mean over `tau_periods`) with
@@ -65,8 +66,10 @@ class DriftTracker:
         ewma_l: float = 3.5,
         cusum_h: float = 9.0,
         min_periods: int = 12,
+        ewma_persist: int = 1,
     ) -> None:
         self.n = n
+        self.ewma_persist = ewma_persist
         self.a_est = 1.0 / tau_periods
         self.lam = ewma_lambda
         self.ewma_l = ewma_l
@@ -78,6 +81,7 @@ class DriftTracker:
         self.ewma = np.zeros(n)
         self.s_pos = np.zeros(n)
         self.s_neg = np.zeros(n)
+        self.ew_run = np.zeros(n, dtype=np.int64)  # consecutive periods over the EWMA limit
         # forgetting sums: w, w*e, w*e^2, w^2 (decayed twice as fast), w*t, w*t^2, w*t*e
         # (t in days since the series' first period)
         self.sums = np.zeros((n, 7))
@@ -96,6 +100,7 @@ class DriftTracker:
                 "ewma",
                 "s_pos",
                 "s_neg",
+                "ew_run",
                 "sums",
                 "t0",
                 "t_last",
@@ -160,6 +165,9 @@ class DriftTracker:
         self.s_pos[i] = np.maximum(0.0, self.s_pos[i] + z - k)
         self.s_neg[i] = np.maximum(0.0, self.s_neg[i] - z - k)
         self.ewma[i] = np.where(self.count[i] == 0, e, (1 - self.lam) * self.ewma[i] + self.lam * e)
+        lim = self.ewma_l * sig * np.sqrt(self.lam / (2 - self.lam))
+        over = warm & (np.abs(self.ewma[i]) > np.maximum(lim, d))
+        self.ew_run[i] = np.where(over, self.ew_run[i] + 1, 0)
         # estimate and trend sums
         tau = (t - self.t0[i]) / DAY_NS
         f = 1.0 - self.a_est
@@ -204,6 +212,7 @@ class DriftTracker:
         cus = ready & (np.maximum(self.s_pos[idx], self.s_neg[idx]) > self.h)
         lim = self.ewma_l * sig * np.sqrt(self.lam / (2 - self.lam))
         ew = ready & (np.abs(self.ewma[idx]) > np.maximum(lim, d))
+        ew &= self.ew_run[idx] >= self.ewma_persist
         return cus, ew
 
     def findings(
@@ -218,16 +227,29 @@ class DriftTracker:
         devices: list[tuple[str, ...]] | None = None,
         group: str | None = None,
         material_fraction: float = 0.5,
+        min_z: float = 0.0,
+        offset_se: FloatArray | float = 0.0,
+        beyond_z: float = 0.0,
     ) -> list[Finding]:
         """Findings for series `idx` whose alarm starts or whose estimate moved materially.
 
         `names[j]` names series `idx[j]` in the explanation; `devices[j]` (default
-        `(names[j],)`) are the devices of the finding.
+        `(names[j],)`) are the devices of the finding. An alarm is raised only when
+        the estimated error is significant (`min_z` standard errors from zero) and,
+        with `beyond_z`, that many standard errors beyond the decision threshold;
+        `offset_se` adds the uncertainty of a learned baseline the residuals are
+        taken against (an early CUSUM/EWMA alarm on a short, noisy start is not).
         """
         if not len(idx):
             return []
         cus, ew = self.alarms(idx, threshold)
         est = self.estimate(idx, threshold)
+        se = np.hypot((est.ci_high - est.ci_low) / 3.92, offset_se)
+        size = np.abs(est.error)
+        sure = size >= min_z * se
+        if beyond_z > 0:
+            sure &= size - threshold / 2.0 >= beyond_z * se
+        cus, ew = cus & sure, ew & sure
         on = cus | ew
         calm = (np.maximum(self.s_pos[idx], self.s_neg[idx]) < self.h / 3) & ~ew
         # a new excursion starts where the alarm is off

@@ -131,7 +131,10 @@ class Engine:
         self.quality = DataQuality(self.ctx)
         self.consistency = Consistency(self.ctx)
         self.snapshots = Snapshots(self.ctx, period_s=period_s)
-        self.register_drift = DriftTracker(n)
+        # a day of periods before an alarm (the first hours' moving range is too short to
+        # know how much the register-vs-power sampling scatters), and an EWMA alarm only
+        # after three periods in a row (a few noisy low-load hours are not a drift)
+        self.register_drift = DriftTracker(n, min_periods=24, ewma_persist=3)
         self.shift = ShiftDetector(n)
         self.balance: list[BalanceGroup] = []
         self.check_groups: list[GroupModel] = []

@@ -747,10 +747,20 @@ class BalanceGroup:
         idx = np.array([0], dtype=np.intp)
         thr = np.array([self.balance_threshold])
         was = bool(self.tracker.latch.active[0])
+        offset_se, beyond = 0.0, 0.0
+        if self.type != "tank" and self.base[1] > 0:
+            # feeders and districts are judged against a baseline of a few days: its own
+            # day-to-day noise shifts every later day alike, so a step must stand out
+            # beyond the decision threshold by more than that
+            sigma_day = float(np.nan_to_num(self.tracker.mr[0] / 1.128, nan=0.0))
+            offset_se, beyond = sigma_day / np.sqrt(self.base[1]), 1.0
         found = self.tracker.findings(
             idx,
             [self.gid],
             thr,
+            min_z=2.0,
+            offset_se=offset_se,
+            beyond_z=beyond,
             detector=f"reconciliation.{self.type}_balance",
             what="unaccounted fraction of the reference flow",
             period_ns=DAY_NS,
