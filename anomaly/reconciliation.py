@@ -814,6 +814,22 @@ class BalanceGroup:
             )
         ]
 
+    def _estimates(
+        self, err: FloatArray, se: FloatArray, scale: str, periods: float
+    ) -> tuple[MemberEstimate, ...]:
+        """Each member's error (fraction) and se as percent estimates with a 95 % CI."""
+        return tuple(
+            MemberEstimate(
+                self.ids[int(m)],
+                float(err[k] * 100),
+                float((err[k] - 1.96 * se[k]) * 100),
+                float((err[k] + 1.96 * se[k]) * 100),
+                scale,
+                periods,
+            )
+            for k, m in enumerate(self.members)
+        )
+
     def report(self) -> GroupReport:
         err, se, _, scale = self._member_errors()
         members = tuple(
@@ -844,32 +860,12 @@ class BalanceGroup:
                     continue
                 beta, se_s, _ = self._solve(s)
             e = -beta[:j] / (1 + beta[:j])
-            scales[name] = tuple(
-                MemberEstimate(
-                    self.ids[int(m)],
-                    float(e[k] * 100),
-                    float((e[k] - 1.96 * se_s[k]) * 100),
-                    float((e[k] + 1.96 * se_s[k]) * 100),
-                    name,
-                    float(min(self.n_used[0], SCALES_PERIODS[s])),
-                )
-                for k, m in enumerate(self.members)
-            )
+            periods = float(min(self.n_used[0], SCALES_PERIODS[s]))
+            scales[name] = self._estimates(e, se_s[:j], name, periods)
         now = self.current_errors()
-        if now is not None:
-            e, se_now = now
-            held = float(self.level.ring_pos[1]) if self.level is not None else 0.0
-            scales[CURRENT] = tuple(
-                MemberEstimate(
-                    self.ids[int(m)],
-                    float(e[k] * 100),
-                    float((e[k] - 1.96 * se_now[k]) * 100),
-                    float((e[k] + 1.96 * se_now[k]) * 100),
-                    CURRENT,
-                    held,
-                )
-                for k, m in enumerate(self.members)
-            )
+        if now is not None and self.level is not None:
+            held = float(self.level.ring_pos[1])
+            scales[CURRENT] = self._estimates(now[0], now[1], CURRENT, held)
         return GroupReport(
             self.gid,
             self.type,
