@@ -162,7 +162,8 @@ def ambient_c(seed: int, day: int, start_s: float, t_rel_s: F64) -> F64:
 class MeterModel:
     """What every meter model keeps: its spec, the conditions injected into it, the
     run's seed, its role in a balance group (customer, or the group's feeder, bulk
-    or check meter) and, for a reference, the group's technical loss in percent."""
+    or check meter) and, for a reference, the group's technical loss in percent.
+    Subclasses set their registers in `_start`."""
 
     def __init__(
         self,
@@ -178,3 +179,7 @@ class MeterModel:
         self.seed = seed
         self.role = role
         self.loss_pct = loss_pct
+        self._start(rng_for(seed, spec.id, -1))
+
+    def _start(self, rng: np.random.Generator) -> None:
+        """Set the model's registers and running state (its own random draws from `rng`)."""

@@ -32,10 +32,9 @@ from simulators.models.common import (
     drift_error,
     grid_at,
     of,
-    rng_for,
     window,
 )
-from simulators.spec import Condition, DeviceSpec, Label
+from simulators.spec import DeviceSpec, Label
 
 PHASES = (1, 2, 3)
 _ANGLES = np.deg2rad(np.array([0.0, -120.0, 120.0]))
@@ -57,17 +56,8 @@ def load_shape(hour: F64, *, profile: str, weekday: int) -> F64:
 
 
 class ElectricityModel(MeterModel):
-    def __init__(
-        self,
-        spec: DeviceSpec,
-        conditions: tuple[Condition, ...],
-        *,
-        seed: int,
-        role: str = "customer",
-        loss_pct: float = 0.0,
-    ) -> None:
-        super().__init__(spec, conditions, seed=seed, role=role, loss_pct=loss_pct)
-        rng = rng_for(seed, spec.id, -1)
+    def _start(self, rng: np.random.Generator) -> None:
+        spec = self.spec
         self.import_kwh = spec.param("energy_start_kwh", float(rng.uniform(1_000, 40_000)))
         self.export_kwh = spec.param("energy_export_start_kwh", 0.0)
         self.magnet_events = 0.0

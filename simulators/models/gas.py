@@ -31,10 +31,9 @@ from simulators.models.common import (
     drift_error,
     of,
     ramp,
-    rng_for,
     window,
 )
-from simulators.spec import Condition, DeviceSpec, Label
+from simulators.spec import DeviceSpec, Label
 
 P_BASE_BAR = 1.01325
 T_BASE_K = 273.15
@@ -51,17 +50,8 @@ def conversion_factor(pressure_bar: F64, temperature_c: F64) -> F64:
 
 
 class GasModel(MeterModel):
-    def __init__(
-        self,
-        spec: DeviceSpec,
-        conditions: tuple[Condition, ...],
-        *,
-        seed: int,
-        role: str = "customer",
-        loss_pct: float = 0.0,
-    ) -> None:
-        super().__init__(spec, conditions, seed=seed, role=role, loss_pct=loss_pct)
-        rng = rng_for(seed, spec.id, -1)
+    def _start(self, rng: np.random.Generator) -> None:
+        spec = self.spec
         self.vm_m3 = spec.param("volume_start_m3", float(rng.uniform(1_000, 50_000)))
         self.vb_m3 = self.vm_m3 * 1.9
         self.event_counter = float(rng.integers(0, 20))

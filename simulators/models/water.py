@@ -24,10 +24,9 @@ from simulators.models.common import (
     bump,
     drift_error,
     of,
-    rng_for,
     window,
 )
-from simulators.spec import Condition, DeviceSpec, Label
+from simulators.spec import DeviceSpec, Label
 
 REVERSE_BIT, MAGNET_BIT, LEAK_BIT = 1, 2, 4
 
@@ -47,17 +46,8 @@ def water_shape(hour: F64, *, profile: str) -> F64:
 
 
 class WaterModel(MeterModel):
-    def __init__(
-        self,
-        spec: DeviceSpec,
-        conditions: tuple[Condition, ...],
-        *,
-        seed: int,
-        role: str = "customer",
-        loss_pct: float = 0.0,
-    ) -> None:
-        super().__init__(spec, conditions, seed=seed, role=role, loss_pct=loss_pct)
-        rng = rng_for(seed, spec.id, -1)
+    def _start(self, rng: np.random.Generator) -> None:
+        spec = self.spec
         self.forward_m3 = spec.param("volume_start_m3", float(rng.uniform(50, 3000)))
         self.reverse_m3 = spec.param("reverse_start_m3", float(rng.uniform(0, 0.5)))
         self.samples_since_zero = 0
