@@ -160,3 +160,16 @@ class RateLimit:
 def counts_per_device(frame: Frame, rows: npt.NDArray[np.intp]) -> Int64Array:
     """How many of `rows` each device (by index) has, as an array over rows' devices."""
     return np.bincount(frame.dev[rows], minlength=int(frame.dev.max(initial=0)) + 1)
+
+
+def ridge_inverse(a: FloatArray, *, floor: float) -> FloatArray | None:
+    """Inverse of normal matrix `a` with a tiny ridge (relative 1e-9, plus `floor`), so a
+    regressor that never moved (a nozzle that never sold) keeps a zero coefficient;
+    None if it is still singular."""
+    try:
+        inv = np.asarray(
+            np.linalg.inv(a + np.diag(1e-9 * np.abs(np.diag(a)) + floor)), dtype=np.float64
+        )
+    except np.linalg.LinAlgError:
+        return None
+    return inv

@@ -53,7 +53,7 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
-from anomaly._common import DAY_NS, Latch
+from anomaly._common import DAY_NS, Latch, ridge_inverse
 from anomaly.batch import FloatArray
 from anomaly.drift import DriftTracker
 from anomaly.finding import Finding, Severity
@@ -247,10 +247,8 @@ class BalanceGroup:
     def _solve_now(self, s: int) -> tuple[FloatArray, FloatArray, float]:
         a = self.A[s]
         p = a.shape[0]
-        reg = a + np.diag(1e-9 * np.abs(np.diag(a)) + 1e-9)
-        try:
-            inv = np.linalg.inv(reg)
-        except np.linalg.LinAlgError:
+        inv = ridge_inverse(a, floor=1e-9)
+        if inv is None:
             return np.zeros(p), np.full(p, np.inf), np.inf
         beta = inv @ self.b[s]
         w = self.w[s]

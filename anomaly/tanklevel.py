@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from anomaly._common import ridge_inverse
 from anomaly.batch import FloatArray
 
 NS = 1_000_000_000
@@ -260,10 +261,8 @@ class TankLevelFit:
         """Solve normal equations; `sums` = (Σw·y², Σw, Σw², weighted segment count)."""
         yy, w, w2, nseg = (float(x) for x in sums)
         p = a.shape[0]
-        reg = a + np.diag(1e-9 * np.abs(np.diag(a)) + 1e-6)
-        try:
-            inv = np.linalg.inv(reg)
-        except np.linalg.LinAlgError:
+        inv = ridge_inverse(a, floor=1e-6)
+        if inv is None:
             return np.zeros(p), np.full(p, np.inf), np.inf
         beta = inv @ bv
         n_eff = w * w / w2 if w2 > 0 else 0.0

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from anomaly._common import ridge_inverse
 from anomaly.batch import FloatArray
 
 IntArray = npt.NDArray[np.int64]
@@ -82,9 +83,8 @@ def _base_fit(base: FloatArray, y: FloatArray, seg: IntArray) -> _BaseFit | None
     if dof < 3:
         return None
     g = zd.T @ zd
-    try:
-        g_inv = np.linalg.inv(g + np.diag(1e-9 * np.abs(np.diag(g)) + 1e-9))
-    except np.linalg.LinAlgError:
+    g_inv = ridge_inverse(g, floor=1e-9)
+    if g_inv is None:
         return None
     coef = g_inv @ (zd.T @ yd)
     r = yd - zd @ coef
